@@ -1,0 +1,72 @@
+"""RetrievalEval: image<->text recall@K on the validation captions, every validation."""
+
+import torch
+import torch.distributed as dist
+from pytorch_lightning import Callback, LightningModule, Trainer
+from torch import Tensor
+
+from lightning_clip import metrics
+
+
+def _gather_objects(value):
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+class RetrievalEval(Callback):
+    """Recall@K both ways over the whole validation gallery, with every caption of an image.
+
+    Image features come from the validation steps of all devices; each image counts once even
+    when a distributed sampler repeated it to even out the shards.
+    """
+
+    def __init__(self, ks: tuple[int, ...] = metrics.RECALL_KS, text_batch_size: int = 256):
+        """
+        Args:
+            ks: The K values of recall@K.
+            text_batch_size: Captions encoded per forward pass.
+        """
+        super().__init__()
+        self.ks = tuple(ks)
+        self.text_batch_size = text_batch_size
+        self._features: list[Tensor] = []
+        self._indices: list[Tensor] = []
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._features, self._indices = [], []
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if dataloader_idx == 0 and outputs is not None:
+            self._features.append(outputs["image_features"].detach().float().cpu())
+            self._indices.append(outputs["index"].detach().cpu())
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self._features:
+            return
+        captions, caption_image = trainer.datamodule.val_captions
+
+        # one feature per image index, whichever device saw it first
+        local = (torch.cat(self._features), torch.cat(self._indices))
+        gallery: dict[int, Tensor] = {}
+        for features, indices in _gather_objects(local):
+            for feature, index in zip(features, indices.tolist(), strict=True):
+                gallery.setdefault(index, feature)
+        image_ids = sorted(gallery)
+        image_features = torch.stack([gallery[index] for index in image_ids])
+
+        # captions of images that could not be read have nothing to retrieve
+        position = {index: row for row, index in enumerate(image_ids)}
+        kept = [i for i, index in enumerate(caption_image) if index in position]
+        text_features = pl_module.encode_captions(
+            [captions[i] for i in kept], self.text_batch_size
+        ).cpu()
+        text_image = torch.tensor([position[caption_image[i]] for i in kept])
+
+        results = metrics.retrieval_recall(image_features, text_features, text_image, self.ks)
+        for key, value in results.items():
+            pl_module.log(key, value, batch_size=len(image_ids))

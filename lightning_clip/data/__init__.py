@@ -1,0 +1,1 @@
+"""Caption datasets: formats, transforms, tokenisation and the Lightning DataModule."""

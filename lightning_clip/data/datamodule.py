@@ -1,0 +1,182 @@
+"""ImageTextDataModule: caption tables split by image into train and validation loaders."""
+
+import logging
+import random
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader
+
+from lightning_clip.data.datasets import BadSamplePolicy, CaptionDataset
+from lightning_clip.data.formats.csv import read_csv_captions
+from lightning_clip.data.records import ImageCaptions, ReadReport
+from lightning_clip.data.tokenizer import CaptionTokenizer
+from lightning_clip.data.transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+
+def split_by_image(
+    records: list[ImageCaptions], val_fraction: float, seed: int
+) -> tuple[list[ImageCaptions], list[ImageCaptions]]:
+    """Shuffle images with `seed` and hold out `val_fraction` of them; no image is in both."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    num_val = round(len(records) * val_fraction)
+    if val_fraction > 0 and num_val == 0:
+        num_val = 1
+    val = [records[index] for index in sorted(order[:num_val])]
+    train = [records[index] for index in sorted(order[num_val:])]
+    return train, val
+
+
+class ImageTextDataModule(pl.LightningDataModule):
+    """Image-caption pairs from CSV/TSV tables for contrastive training and retrieval."""
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        image_column: str = "image",
+        caption_column: str = "caption",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        on_bad_sample: BadSamplePolicy = "skip",
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        hflip: float = 0.5,
+        color_jitter: float = 0.0,
+        tokenizer: Any = None,
+        image_data_config: dict[str, Any] | None = None,
+    ):
+        """
+        Args:
+            train_file: CSV/TSV with one row per caption; image paths relative to the file.
+            val_file: Validation table; without it `val_fraction` of the training images
+                are held out.
+            val_fraction: Share of images held out when there is no `val_file`.
+            split_seed: Seed of the image-level train/validation split.
+            image_column: Column holding the image path.
+            caption_column: Column holding the caption text.
+            batch_size: Training samples per device and step.
+            eval_batch_size: Validation samples per device; defaults to `batch_size`.
+            num_workers: Loader worker processes per device.
+            pin_memory: Pin host memory for faster copies to an accelerator.
+            persistent_workers: Keep workers alive between epochs.
+            on_bad_sample: ``skip`` missing or unreadable images (counted, with a warning)
+                or ``raise`` at the first one.
+            crop_scale: Area range of the training random-resized crop.
+            hflip: Probability of a horizontal flip in training (0 for text or digits).
+            color_jitter: Strength of training colour jitter; 0 turns it off.
+            tokenizer: Set from the model by the CLI; the text tower's caption tokenizer.
+            image_data_config: Set from the model by the CLI; the image backbone's
+                preprocessing (size, interpolation, mean, std).
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer", "image_data_config"])
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if on_bad_sample not in ("skip", "raise"):
+            raise ValueError(f"data.on_bad_sample must be 'skip' or 'raise', got {on_bad_sample!r}")
+
+        self.tokenizer: CaptionTokenizer | None = tokenizer
+        self.image_data_config = image_data_config
+        self.train_records: list[ImageCaptions] = []
+        self.val_records: list[ImageCaptions] = []
+
+        # read the tables now so a wrong path or column fails before any model is built
+        self._read_tables()
+
+    def _read(self, path: str) -> list[ImageCaptions]:
+        report = ReadReport()
+        records = read_csv_captions(
+            path, self.hparams.image_column, self.hparams.caption_column, report=report
+        )
+        if report.empty_captions:
+            rank_zero_warn(f"{path}: dropped {report.empty_captions} empty caption(s)")
+
+        readable = [record for record in records if record.image_path.is_file()]
+        missing = [record for record in records if not record.image_path.is_file()]
+        if missing:
+            examples = ", ".join(f"{r.image_path} ({r.source})" for r in missing[:3])
+            message = f"{path}: {len(missing)} image file(s) missing, e.g. {examples}"
+            if self.hparams.on_bad_sample == "raise":
+                raise FileNotFoundError(message)
+            rank_zero_warn(message + "; skipping them (set on_bad_sample=raise to stop)")
+
+        if not readable:
+            raise ValueError(f"{path}: no usable image-caption pairs")
+        return readable
+
+    def _read_tables(self) -> None:
+        train_records = self._read(self.hparams.train_file)
+        if self.hparams.val_file:
+            self.train_records = train_records
+            self.val_records = self._read(self.hparams.val_file)
+        else:
+            self.train_records, self.val_records = split_by_image(
+                train_records, self.hparams.val_fraction, self.hparams.split_seed
+            )
+        rank_zero_info(
+            f"caption data: {len(self.train_records)} training images, "
+            f"{len(self.val_records)} validation images"
+        )
+
+    def _check_linked(self) -> None:
+        if self.tokenizer is None or self.image_data_config is None:
+            raise RuntimeError(
+                "ImageTextDataModule needs `tokenizer` and `image_data_config` from the model; "
+                "train.py links them, elsewhere pass model.tokenizer and model.image_data_config"
+            )
+
+    def setup(self, stage: str) -> None:
+        self._check_linked()
+        policy = self.hparams.on_bad_sample
+        train_transform = build_transform(
+            self.image_data_config,
+            train=True,
+            scale=tuple(self.hparams.crop_scale),
+            hflip=self.hparams.hflip,
+            color_jitter=self.hparams.color_jitter,
+        )
+        eval_transform = build_transform(self.image_data_config, train=False)
+        self.train_dataset = CaptionDataset(
+            self.train_records, train_transform, self.tokenizer, train=True, on_bad_sample=policy
+        )
+        self.val_dataset = CaptionDataset(
+            self.val_records, eval_transform, self.tokenizer, train=False, on_bad_sample=policy
+        )
+
+    @property
+    def val_captions(self) -> tuple[list[str], list[int]]:
+        """Every validation caption and the index of its image, for retrieval."""
+        captions, image_index = [], []
+        for index, record in enumerate(self.val_records):
+            captions.extend(record.captions)
+            image_index.extend([index] * len(record.captions))
+        return captions, image_index
+
+    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            # a partial last batch would give the loss fewer negatives than the rest
+            drop_last=train and len(dataset) >= batch_size,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.hparams.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
+        return self._loader(self.val_dataset, batch_size, train=False)

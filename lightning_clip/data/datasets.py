@@ -1,0 +1,111 @@
+"""Map-style datasets that load images, apply a transform and tokenise captions."""
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from lightning_clip.data.images import load_rgb
+from lightning_clip.data.records import ImageCaptions
+
+BadSamplePolicy = Literal["skip", "raise"]
+
+
+class BadImageError(ValueError):
+    """An image file that could not be read; the message names the file."""
+
+
+def load_image_or_none(path: Path, policy: BadSamplePolicy):
+    try:
+        return load_rgb(path)
+    except Exception as error:  # PIL raises many types for broken files
+        if policy == "raise":
+            raise BadImageError(f"{path}: cannot read image: {error}") from error
+        warnings.warn(f"skipping unreadable image {path}: {error}", stacklevel=2)
+        return None
+
+
+class CaptionDataset(Dataset):
+    """One item per image: {"image": (3, H, W), "text": (L,), "index", "skipped"}.
+
+    In training a caption is drawn at random each time an image is seen; in evaluation the
+    first caption is used (retrieval reads all of them from `records`). An unreadable image
+    is replaced by the next readable one and flagged with `skipped=1` so it can be counted.
+    """
+
+    def __init__(
+        self,
+        records: list[ImageCaptions],
+        transform: Callable,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        train: bool,
+        on_bad_sample: BadSamplePolicy = "skip",
+    ):
+        self.records = records
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.train = train
+        self.on_bad_sample = on_bad_sample
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _caption(self, record: ImageCaptions) -> str:
+        if not self.train:
+            return record.captions[0]
+        # torch's generator is seeded per worker, so this draw is reproducible
+        choice = torch.randint(len(record.captions), (1,)).item()
+        return record.captions[choice]
+
+    def __getitem__(self, index: int) -> dict:
+        skipped = 0
+        for offset in range(len(self.records)):
+            record = self.records[(index + offset) % len(self.records)]
+            image = load_image_or_none(record.image_path, self.on_bad_sample)
+            if image is not None:
+                break
+            skipped += 1
+        else:
+            raise BadImageError("no readable image left in the dataset")
+
+        return {
+            "image": self.transform(image),
+            "text": self.tokenizer([self._caption(record)])[0],
+            "index": (index + skipped) % len(self.records),
+            "skipped": skipped,
+        }
+
+
+def collate_readable(items: list[dict]) -> dict:
+    """Stack the items whose image was read; `skipped` counts the others."""
+    readable = [item for item in items if item["image"] is not None]
+    batch = default_collate(readable) if readable else {"image": None}
+    batch["skipped"] = sum(item["skipped"] for item in items)
+    return batch
+
+
+class LabelledImageDataset(Dataset):
+    """(image path, class index) pairs -> {"image": (3, H, W), "label", "index", "skipped"}."""
+
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        transform: Callable,
+        on_bad_sample: BadSamplePolicy = "skip",
+    ):
+        self.samples = samples
+        self.transform = transform
+        self.on_bad_sample = on_bad_sample
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        path, label = self.samples[index]
+        image = load_image_or_none(path, self.on_bad_sample)
+        if image is None:
+            return {"image": None, "label": label, "index": index, "skipped": 1}
+        return {"image": self.transform(image), "label": label, "index": index, "skipped": 0}

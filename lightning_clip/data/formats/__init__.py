@@ -1,0 +1,1 @@
+"""Readers for caption datasets, one module per on-disk format."""

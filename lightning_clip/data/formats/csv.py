@@ -1,0 +1,66 @@
+"""Caption tables in CSV or TSV: one row per caption, image paths relative to the file."""
+
+import csv
+from pathlib import Path
+
+from lightning_clip.data.records import ImageCaptions, ReadReport
+
+
+def _delimiter(path: Path, delimiter: str | None) -> str:
+    if delimiter is not None:
+        return delimiter
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def read_rows(path: str | Path, columns: list[str], delimiter: str | None = None):
+    """Yield (line number, row dict) for each data row; checks that `columns` exist.
+
+    Every value stays a string: words such as NA, null or None are kept as text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=_delimiter(path, delimiter))
+        try:
+            header = reader.fieldnames or []
+            missing = [column for column in columns if column not in header]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}: not valid UTF-8 near line {reader.line_num + 1}: {error}"
+            ) from None
+
+
+def read_csv_captions(
+    path: str | Path,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    delimiter: str | None = None,
+    report: ReadReport | None = None,
+) -> list[ImageCaptions]:
+    """Group a caption table by image; rows naming the same image add captions to it."""
+    path = Path(path)
+    report = report if report is not None else ReadReport()
+    records: dict[Path, ImageCaptions] = {}
+
+    for line, row in read_rows(path, [image_column, caption_column], delimiter):
+        image_name = (row[image_column] or "").strip()
+        if not image_name:
+            raise ValueError(f"{path}:{line}: empty value in column {image_column!r}")
+
+        caption = row[caption_column] or ""
+        if not caption.strip():
+            report.empty_captions += 1
+            continue
+
+        image_path = (path.parent / image_name).resolve()
+        if image_path not in records:
+            records[image_path] = ImageCaptions(image_path, [], f"{path}:{line}")
+        records[image_path].captions.append(caption)
+
+    return list(records.values())

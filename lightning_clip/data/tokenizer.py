@@ -1,0 +1,60 @@
+"""Caption cleaning and tokenisation to a fixed `context_length` that keeps the end token."""
+
+import html
+
+import ftfy
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+
+def clean_caption(text: str) -> str:
+    """Repair mojibake and HTML entities, then collapse runs of whitespace."""
+    text = ftfy.fix_text(text)
+    # captions scraped from the web are often escaped twice (&amp;amp;)
+    text = html.unescape(html.unescape(text))
+    return " ".join(text.split())
+
+
+class CaptionTokenizer:
+    """Cleans captions and turns them into (B, L) token ids, right-padded to `context_length`.
+
+    Truncation keeps the tokenizer's end token (SEP or EOS) in the last position, because
+    `eos` pooling and most text models rely on it.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
+        if context_length < 2:
+            raise ValueError(f"context_length must be at least 2, got {context_length}")
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.end_token_id = tokenizer.sep_token_id
+        if self.end_token_id is None:
+            self.end_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = self.end_token_id
+        if self.end_token_id is None:
+            raise ValueError(
+                f"tokenizer {type(tokenizer).__name__} has neither a SEP nor an EOS token; "
+                "captions need an end token"
+            )
+
+    def token_ids(self, text: str) -> tuple[list[int], bool]:
+        """One caption -> (ids of at most `context_length`, whether it was truncated)."""
+        ids = self.tokenizer(clean_caption(text))["input_ids"]
+        if not ids or ids[-1] != self.end_token_id:
+            ids = ids + [self.end_token_id]
+
+        truncated = len(ids) > self.context_length
+        if truncated:
+            ids = ids[: self.context_length - 1] + [self.end_token_id]
+        return ids, truncated
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        """B captions -> (B, L) token ids."""
+        tokens = torch.full((len(texts), self.context_length), self.pad_token_id)
+        for row, text in enumerate(texts):
+            ids, _ = self.token_ids(text)
+            tokens[row, : len(ids)] = torch.tensor(ids)
+        return tokens

@@ -1,0 +1,143 @@
+"""Adapters that turn timm image models and Hugging Face text models into feature trunks."""
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+
+class TimmImageBackbone(nn.Module):
+    """A timm model without its classifier: (B, 3, H, W) images -> (B, D) pooled features.
+
+    The model is never downloaded: weights come from `pretrained_file` when given, and are
+    random otherwise. `width` (D) is measured with a forward pass, never assumed.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        pretrained_file: str | None = None,
+        image_size: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if not timm.is_model(model_name):
+            close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
+            raise ValueError(
+                f"image_tower.model_name: unknown timm model {model_name!r}; "
+                f"close matches: {close or 'none'} (see timm.list_models())"
+            )
+        if pretrained_file is not None and not Path(pretrained_file).is_file():
+            raise ValueError(f"image_tower.pretrained_file: no such file {pretrained_file!r}")
+
+        overlay = {"file": str(pretrained_file)} if pretrained_file else None
+        self.model = timm.create_model(
+            model_name,
+            pretrained=pretrained_file is not None,
+            pretrained_cfg_overlay=overlay,
+            num_classes=0,
+            **(model_kwargs or {}),
+        )
+
+        # the backbone's own preprocessing; an explicit image_size wins over its default
+        overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
+        self.data_config = timm.data.resolve_data_config(overrides, model=self.model)
+        self.width = self._measure_width()
+
+    @torch.no_grad()
+    def _measure_width(self) -> int:
+        was_training = self.model.training
+        self.model.eval()
+        features = self.model(torch.zeros(1, *self.data_config["input_size"]))
+        self.model.train(was_training)
+        if features.ndim != 2:
+            raise ValueError(
+                f"image_tower: timm model returned features of shape {tuple(features.shape)}; "
+                "expected (B, D). Keep its global pooling on (model_kwargs.global_pool)."
+            )
+        return features.shape[1]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters the model itself marks as exempt (positional embeddings...)."""
+        names = getattr(self.model, "no_weight_decay", lambda: set())()
+        return {f"model.{name}" for name in names}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, D)."""
+        return self.model(images)
+
+
+class HFTextBackbone(nn.Module):
+    """A Hugging Face AutoModel: (B, L) tokens -> (B, L, D) token states and (B, D) pooler.
+
+    Either `pretrained_dir` (a local directory with weights, config and tokenizer) or
+    `model_type` plus `config` (random weights) selects the model. Nothing is downloaded.
+    """
+
+    def __init__(
+        self,
+        pretrained_dir: str | None = None,
+        model_type: str | None = None,
+        config: dict[str, Any] | None = None,
+        tokenizer_dir: str | None = None,
+    ):
+        super().__init__()
+        if (pretrained_dir is None) == (model_type is None):
+            raise ValueError(
+                "text_tower: give exactly one of pretrained_dir (local weights) or model_type "
+                f"(random weights); got pretrained_dir={pretrained_dir!r}, "
+                f"model_type={model_type!r}"
+            )
+        tokenizer_dir = tokenizer_dir or pretrained_dir
+        if tokenizer_dir is None:
+            raise ValueError("text_tower.tokenizer_dir: required when building from model_type")
+        for key, path in (("pretrained_dir", pretrained_dir), ("tokenizer_dir", tokenizer_dir)):
+            if path is not None and not Path(path).is_dir():
+                raise ValueError(f"text_tower.{key}: no such directory {path!r}")
+
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
+            tokenizer_dir, local_files_only=True
+        )
+        if pretrained_dir is not None:
+            hf_config = AutoConfig.from_pretrained(
+                pretrained_dir, local_files_only=True, **(config or {})
+            )
+            self.model = AutoModel.from_pretrained(
+                pretrained_dir, config=hf_config, local_files_only=True
+            )
+        else:
+            self.model = AutoModel.from_config(self._random_config(model_type, config or {}))
+
+        self.width = self.model.config.hidden_size
+        self.pad_token_id = self.tokenizer.pad_token_id
+
+    def _random_config(self, model_type: str, config: dict[str, Any]):
+        # the embedding table must cover every id the tokenizer can produce
+        config = {"vocab_size": len(self.tokenizer), **config}
+        if config["vocab_size"] < len(self.tokenizer):
+            raise ValueError(
+                f"text_tower.config.vocab_size={config['vocab_size']} is smaller than the "
+                f"tokenizer's vocabulary ({len(self.tokenizer)})"
+            )
+        try:
+            return AutoConfig.for_model(model_type, **config)
+        except ValueError as error:
+            raise ValueError(f"text_tower.model_type: {error}") from None
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.model.gradient_checkpointing_enable()
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    def forward(self, tokens: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, L) tokens -> ((B, L, D) token states, (B, D) pooler output or None)."""
+        output = self.model(input_ids=tokens, attention_mask=attention_mask)
+        return output.last_hidden_state, getattr(output, "pooler_output", None)

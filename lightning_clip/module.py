@@ -1,0 +1,160 @@
+"""CLIPLitModule: the training and validation steps, optimizer wiring and metric logging."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+from timm.scheduler import CosineLRScheduler
+from torch import Tensor, nn
+
+from lightning_clip import metrics
+from lightning_clip.data.tokenizer import CaptionTokenizer
+from lightning_clip.losses import ContrastiveLoss
+from lightning_clip.models import CLIPModel, ImageTower, TextTower
+
+
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Split trainable parameters into a decayed group and a `weight_decay=0` group.
+
+    Exempt from decay: biases and normalisation weights (every parameter with fewer than two
+    dimensions, `logit_scale` included), embedding tables, and whatever a backbone lists in
+    its own `no_weight_decay()` (timm's positional embeddings and class tokens).
+    """
+    exempt = set()
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if isinstance(module, nn.Embedding):
+            exempt.add(f"{prefix}weight")
+        if hasattr(module, "no_weight_decay") and callable(module.no_weight_decay):
+            exempt.update(f"{prefix}{name}" for name in module.no_weight_decay())
+
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim < 2 or name in exempt:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class CLIPLitModule(pl.LightningModule):
+    """Contrastive image-text training of a `CLIPModel` over the global batch."""
+
+    def __init__(
+        self,
+        image_tower: Callable[[int], ImageTower],
+        text_tower: Callable[[int], TextTower],
+        embed_dim: int = 256,
+        init_logit_scale: float = math.log(1 / 0.07),
+        max_logit_scale: float = 100.0,
+        local_loss: bool = False,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 100,
+        warmup_lr_init: float = 1e-6,
+        min_lr: float = 0.0,
+    ):
+        """
+        Args:
+            image_tower: The image tower; built here with the shared `embed_dim`.
+            text_tower: The text tower; built here with the shared `embed_dim`.
+            embed_dim: Size of the shared image-text space, given to both towers.
+            init_logit_scale: Starting log of the similarity scale (log(1/0.07) as in CLIP).
+            max_logit_scale: Upper clamp of exp(logit_scale); 100 as in CLIP.
+            local_loss: Score each device's rows against all gathered columns only; same
+                gradients, smaller similarity matrix.
+            optimizer: Optimizer class and its arguments; weight decay is not applied to
+                biases, normalisation weights, embeddings or `logit_scale`.
+            warmup_steps: Optimizer steps of linear warmup before the cosine decay.
+            warmup_lr_init: Learning rate at the first warmup step.
+            min_lr: Learning rate at the end of the cosine decay.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if warmup_steps < 0:
+            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+
+        self.model = CLIPModel(
+            image_tower(embed_dim), text_tower(embed_dim), init_logit_scale, max_logit_scale
+        )
+        self.loss_fn = ContrastiveLoss(local_loss=local_loss)
+        self.optimizer = optimizer
+
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        """Captions -> (B, L) tokens, as the text tower expects them."""
+        text_tower = self.model.text_tower
+        return CaptionTokenizer(text_tower.tokenizer, text_tower.context_length)
+
+    @property
+    def image_data_config(self) -> dict[str, Any]:
+        """The image backbone's preprocessing: input_size, interpolation, mean, std."""
+        return self.model.image_tower.data_config
+
+    @torch.no_grad()
+    def encode_captions(self, captions: list[str], batch_size: int = 256) -> Tensor:
+        """Captions -> (B, E) normalised text features, in batches."""
+        tokenizer = self.tokenizer
+        features = [
+            self.model.encode_text(tokenizer(captions[start : start + batch_size]).to(self.device))
+            for start in range(0, len(captions), batch_size)
+        ]
+        return torch.cat(features).float()
+
+    def _shared_step(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
+        output = self.model(batch["image"], batch["text"])
+        loss = self.loss_fn(output.image_features, output.text_features, output.logit_scale)
+        return loss, output.image_features, output.logit_scale
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, _, scale = self._shared_step(batch)
+
+        batch_size = batch["image"].shape[0]
+        self.log(metrics.TRAIN_LOSS, loss, batch_size=batch_size, prog_bar=True)
+        self.log(metrics.TRAIN_LOGIT_SCALE, scale, batch_size=batch_size)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
+        self.log(
+            metrics.TRAIN_SKIPPED,
+            batch["skipped"].sum().float(),
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=True,
+        )
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.model.clamp_logit_scale()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        loss, image_features, _ = self._shared_step(batch)
+        self.log(metrics.VAL_LOSS, loss, batch_size=batch["image"].shape[0], sync_dist=True)
+        # retrieval callbacks gather these over the epoch
+        return {"image_features": image_features, "index": batch["index"]}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer(parameter_groups(self.model))
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup_steps = min(self.hparams.warmup_steps, total_steps - 1)
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=max(total_steps - warmup_steps, 1),
+            lr_min=self.hparams.min_lr,
+            warmup_t=warmup_steps,
+            warmup_lr_init=self.hparams.warmup_lr_init,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def lr_scheduler_step(self, scheduler: CosineLRScheduler, metric: Any) -> None:
+        # timm schedulers are driven by the number of optimizer steps taken so far
+        scheduler.step_update(num_updates=self.global_step)

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from lightning_clip.losses import ContrastiveLoss
+
+
+def test_loss_matches_hand_computed_value():
+    image_features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text_features = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    scale = torch.tensor(2.0)
+
+    # similarities: [[0.6, 0.0], [0.8, 1.0]] scaled by 2
+    row_0 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(0.0)))
+    row_1 = -math.log(math.exp(2.0) / (math.exp(1.6) + math.exp(2.0)))
+    col_0 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(1.6)))
+    col_1 = -math.log(math.exp(2.0) / (math.exp(0.0) + math.exp(2.0)))
+    expected = ((row_0 + row_1) / 2 + (col_0 + col_1) / 2) / 2
+
+    loss = ContrastiveLoss()(image_features, text_features, scale)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [2, 7, 32])
+def test_loss_is_log_batch_size_for_identical_features(batch_size):
+    features = F.normalize(torch.ones(batch_size, 4), dim=-1)
+    loss = ContrastiveLoss()(features, features, torch.tensor(10.0))
+    assert loss.item() == pytest.approx(math.log(batch_size), rel=1e-6)
+
+
+def test_loss_is_symmetric_in_images_and_texts():
+    torch.manual_seed(0)
+    image_features = F.normalize(torch.randn(6, 8), dim=-1)
+    text_features = F.normalize(torch.randn(6, 8), dim=-1)
+    loss_fn = ContrastiveLoss()
+    scale = torch.tensor(5.0)
+    assert_close(
+        loss_fn(image_features, text_features, scale),
+        loss_fn(text_features, image_features, scale),
+    )
+
+
+def test_loss_approaches_zero_for_aligned_pairs_at_high_scale():
+    features = torch.eye(8)
+    loss = ContrastiveLoss()(features, features, torch.tensor(100.0))
+    assert loss.item() < 1e-6
+
+
+def test_loss_passes_gradient_to_logit_scale():
+    torch.manual_seed(0)
+    image_features = F.normalize(torch.randn(4, 8), dim=-1)
+    logit_scale = torch.tensor(math.log(1 / 0.07), requires_grad=True)
+    ContrastiveLoss()(image_features, image_features, logit_scale.exp()).backward()
+    # matching pairs are the most similar, so a larger scale lowers the loss
+    assert logit_scale.grad is not None and logit_scale.grad.item() < 0
+
+
+def test_local_loss_equals_full_loss_on_one_device():
+    torch.manual_seed(0)
+    image_features = F.normalize(torch.randn(5, 8), dim=-1)
+    text_features = F.normalize(torch.randn(5, 8), dim=-1)
+    scale = torch.tensor(3.0)
+    assert_close(
+        ContrastiveLoss(local_loss=True)(image_features, text_features, scale),
+        ContrastiveLoss()(image_features, text_features, scale),
+    )
