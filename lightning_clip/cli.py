@@ -59,12 +59,17 @@ def summary(trainer) -> str:
     return "\n".join(lines)
 
 
-def cli_main(args: list[str] | None = None) -> CLIPCLI:
+def cli_main(args: list[str] | None = None, run: bool = True) -> CLIPCLI:
+    """Parse `args` (or sys.argv), build model, data and trainer, and run the subcommand.
+
+    With `run=False` there is no subcommand: everything is built and nothing runs.
+    """
     register_resolvers()
     return CLIPCLI(
         CLIPLitModule,
         ImageTextDataModule,
         parser_kwargs={"parser_mode": "omegaconf+"},
+        auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "logger": {
@@ -73,4 +78,5 @@ def cli_main(args: list[str] | None = None) -> CLIPCLI:
             }
         },
         args=args,
+        run=run,
     )

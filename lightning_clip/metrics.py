@@ -40,7 +40,10 @@ def retrieval_recall(
         text_features: (M, E) normalised features of all captions.
         text_image_index: (M,) index into the N images of each caption's image.
 
-    Similarities are computed `chunk_size` rows at a time, so N x M never has to fit at once.
+    Ties count against the query (a wrong item scoring exactly as high as the right one is
+    ranked ahead of it), so a collapsed model that gives every item the same score gets zero
+    recall rather than perfect recall. Similarities are computed `chunk_size` rows at a time,
+    so N x M never has to fit at once.
     """
     num_images = image_features.shape[0]
     image_best_rank = torch.empty(num_images, dtype=torch.long)
@@ -52,14 +55,16 @@ def retrieval_recall(
         rows = torch.arange(start, start + similarity.shape[0])
         correct = text_image_index.unsqueeze(0) == rows.unsqueeze(1)  # (n, M)
         best_correct = similarity.masked_fill(~correct, float("-inf")).amax(dim=1)
-        image_best_rank[rows] = (similarity > best_correct.unsqueeze(1)).sum(dim=1).cpu()
+        ahead = (similarity >= best_correct.unsqueeze(1)) & ~correct
+        image_best_rank[rows] = ahead.sum(dim=1).cpu()
 
     # text -> image: rank of the caption's own image
     for start in range(0, text_features.shape[0], chunk_size):
         similarity = text_features[start : start + chunk_size] @ image_features.T  # (m, N)
         own = text_image_index[start : start + chunk_size]
         own_score = similarity.gather(1, own.unsqueeze(1))
-        text_rank[start : start + similarity.shape[0]] = (similarity > own_score).sum(1).cpu()
+        ahead = (similarity >= own_score).sum(dim=1) - 1  # the own image ties with itself
+        text_rank[start : start + similarity.shape[0]] = ahead.cpu()
 
     results = {}
     for k in ks:

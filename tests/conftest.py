@@ -1,12 +1,14 @@
-"""Shared fixtures: tiny seeded towers with a 67-token character vocabulary."""
+"""Shared fixtures: tiny seeded towers with a 77-token character vocabulary."""
 
 import string
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertTokenizerFast
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
 
+from lightning_clip.data.digits import prepare_digits
 from lightning_clip.models import CLIPModel, ImageTower, TextTower
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -33,13 +35,28 @@ def shared_data(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> str:
-    """A character-level WordPiece tokenizer: specials, a-z, ##a-##z and 0-9."""
-    letters = string.ascii_lowercase
+    """A character-level WordPiece tokenizer (77 tokens) saved in Hugging Face layout."""
+    characters = string.ascii_lowercase + string.digits
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab += list(letters) + [f"##{c}" for c in letters] + list(string.digits)
+    vocab += list(characters) + [f"##{c}" for c in characters]
+    ids = {token: index for index, token in enumerate(vocab)}
+
+    backend = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", continuing_subword_prefix="##"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     directory = tmp_path_factory.mktemp("tokenizer")
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return str(directory)
 
 
@@ -71,3 +88,8 @@ def make_text_tower(tokenizer_dir):
 @pytest.fixture
 def tiny_clip(make_image_tower, make_text_tower) -> CLIPModel:
     return CLIPModel(make_image_tower(), make_text_tower())
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    return prepare_digits(tmp_path_factory.mktemp("digits"))

@@ -1,6 +1,7 @@
 """Adapters that turn timm image models and Hugging Face text models into feature trunks."""
 
 import difflib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,40 @@ class TimmImageBackbone(nn.Module):
             raise ValueError(f"image_tower.pretrained_file: no such file {pretrained_file!r}")
 
         overlay = {"file": str(pretrained_file)} if pretrained_file else None
-        self.model = timm.create_model(
+        self.model = self._create(model_name, pretrained_file, overlay, image_size, model_kwargs)
+
+        # the backbone's own preprocessing, at the resolution the model was built for
+        image_size = image_size or self._built_image_size()
+        overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
+        self.data_config = timm.data.resolve_data_config(overrides, model=self.model)
+        self.width = self._measure_width()
+
+    @staticmethod
+    def _create(model_name, pretrained_file, overlay, image_size, model_kwargs) -> nn.Module:
+        kwargs = dict(model_kwargs or {})
+        create = functools.partial(
+            timm.create_model,
             model_name,
             pretrained=pretrained_file is not None,
             pretrained_cfg_overlay=overlay,
             num_classes=0,
-            **(model_kwargs or {}),
         )
+        if image_size is None or "img_size" in kwargs:
+            return create(**kwargs)
+        try:
+            # transformers fix their grid at build time; convolutional nets take any size
+            return create(**kwargs, img_size=image_size)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise
+            return create(**kwargs)
 
-        # the backbone's own preprocessing; an explicit image_size wins over its default
-        overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
-        self.data_config = timm.data.resolve_data_config(overrides, model=self.model)
-        self.width = self._measure_width()
+    def _built_image_size(self) -> int | None:
+        patch_embed = getattr(self.model, "patch_embed", None)
+        size = getattr(patch_embed, "img_size", None)
+        if isinstance(size, (tuple, list)) and size and size[0] == size[-1]:
+            return int(size[0])
+        return None
 
     @torch.no_grad()
     def _measure_width(self) -> int:

@@ -1,0 +1,149 @@
+"""The command line end to end: configs build, a short fit logs every metric, eval reads it."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import eval as eval_script
+from lightning_clip import metrics
+from lightning_clip.cli import cli_main
+from tests.conftest import shared_data
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TINY_MODEL = str(CONF / "model" / "tiny.yaml")
+
+
+def _tiny_args(tmp_path: Path, digits_root: Path) -> list[str]:
+    return [
+        "--model", TINY_MODEL,
+        "--data.train_file", str(digits_root / "captions.csv"),
+        "--data.batch_size", "16",
+        "--data.num_workers", "0",
+        "--trainer.accelerator", "cpu",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def _zeroshot_callback(digits_root: Path) -> list[str]:
+    return [
+        "--trainer.callbacks+=lightning_clip.callbacks.ZeroShotEval",
+        "--trainer.callbacks.name=digits",
+        f"--trainer.callbacks.images={digits_root / 'heldout.csv'}",
+        f"--trainer.callbacks.class_names={digits_root / 'classes.txt'}",
+        f"--trainer.callbacks.templates={CONF / 'zeroshot' / 'digits_templates.txt'}",
+    ]
+
+
+def _config_args(path: Path, tmp_path: Path, digits_root: Path) -> list[str]:
+    """One YAML of conf/ with only what points at files replaced by the test's own."""
+    section = path.relative_to(CONF).parts[0]
+    digits_data = ["--data.train_file", str(digits_root / "captions.csv")]
+    if section in ("model", "data", "trainer"):
+        args = [f"--{section}", str(path)]
+        args += ["--model", TINY_MODEL] if section != "model" else []
+        args += digits_data if section != "data" or "coco" not in path.name else []
+        return args + ["--trainer.logger.init_args.save_dir", str(tmp_path)]
+
+    args = ["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    if "coco" not in path.name:
+        args += digits_data
+    if path.name == "quickstart.yaml":
+        args += [
+            f"--trainer.callbacks.images={digits_root / 'heldout.csv'}",
+            f"--trainer.callbacks.class_names={digits_root / 'classes.txt'}",
+        ]
+    return args
+
+
+CONFIGS = sorted(
+    str(path.relative_to(CONF)) for path in CONF.glob("**/*.yaml") if path.parts[-2] != "eval"
+)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_parses_and_builds(config, tmp_path, digits_root):
+    if "coco" in config:
+        shared_data("coco_captions_mini")
+    cli = _build(_config_args(CONF / config, tmp_path, digits_root))
+
+    assert cli.model.model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    # the data module preprocesses exactly as the model's towers expect
+    assert cli.datamodule.image_data_config == cli.model.image_data_config
+    context_length = cli.model.model.text_tower.context_length
+    assert cli.datamodule.tokenizer(["a caption"]).shape == (1, context_length)
+
+
+def _build(args: list[str]):
+    return cli_main(args, run=False)
+
+
+def test_short_fit_logs_every_metric_and_eval_reads_the_checkpoint(tmp_path, digits_root):
+    args = ["fit"] + _tiny_args(tmp_path, digits_root) + _zeroshot_callback(
+        digits_root
+    ) + [
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "2",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.callbacks+=lightning_clip.callbacks.RetrievalEval",
+        "--trainer.callbacks+=lightning_clip.callbacks.Throughput",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.save_last=true",
+    ]  # fmt: skip
+    cli = cli_main(args)
+
+    logged = cli.trainer.callback_metrics
+    expected = [
+        metrics.TRAIN_LOSS, metrics.TRAIN_LOGIT_SCALE, metrics.TRAIN_LR,
+        metrics.TRAIN_SAMPLES_PER_SECOND, metrics.TRAIN_DATA_WAIT, metrics.TRAIN_SKIPPED,
+        metrics.VAL_LOSS, "zeroshot/digits/top1", "zeroshot/digits/top5",
+        "zeroshot/digits/mean_per_class_recall",
+    ] + [metrics.image_to_text_key(k) for k in metrics.RECALL_KS] + [
+        metrics.text_to_image_key(k) for k in metrics.RECALL_KS
+    ]  # fmt: skip
+    assert sorted(set(expected) - set(logged)) == []
+    assert logged[metrics.TRAIN_LOGIT_SCALE].item() == pytest.approx(1 / 0.07, rel=0.05)
+    assert math.isfinite(logged[metrics.VAL_LOSS].item())
+
+    log_dir = Path(cli.trainer.log_dir)
+    assert (log_dir / "config.yaml").is_file()
+    checkpoint = log_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+
+    output = tmp_path / "results.json"
+    results = eval_script.main([
+        "--checkpoint", str(checkpoint),
+        "--zeroshot", json.dumps([{
+            "name": "digits",
+            "images": str(digits_root / "heldout.csv"),
+            "class_names": str(digits_root / "classes.txt"),
+            "templates": str(CONF / "zeroshot" / "digits_templates.txt"),
+        }]),
+        "--output", str(output),
+    ])  # fmt: skip
+    # the same weights and images give the same accuracy as during training
+    assert results["zeroshot/digits/top1"] == pytest.approx(logged["zeroshot/digits/top1"].item())
+    assert json.loads(output.read_text())["results"] == results
+
+
+def test_missing_caption_column_is_rejected_before_training(tmp_path, digits_root):
+    args = _tiny_args(tmp_path, digits_root) + ["--data.caption_column", "text"]
+    with pytest.raises(ValueError, match=r"captions.csv: missing column\(s\) \['text'\]"):
+        _build(args)
+
+
+def test_unknown_backbone_is_rejected_before_training(tmp_path, digits_root):
+    args = _tiny_args(tmp_path, digits_root)
+    args += ["--model.image_tower.init_args.model_name", "resnet_9000"]
+    with pytest.raises(ValueError, match="unknown timm model 'resnet_9000'"):
+        _build(args)
+
+
+def test_unknown_config_key_is_an_error(tmp_path, digits_root, capsys):
+    args = _tiny_args(tmp_path, digits_root) + ["--data.batch_sise", "4"]
+    with pytest.raises(SystemExit):
+        _build(args)
+    assert "batch_sise" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_clip.module import CLIPLitModule, parameter_groups
+
+
+@pytest.fixture
+def tiny_module(make_image_tower, make_text_tower):
+    return CLIPLitModule(
+        image_tower=lambda embed_dim: make_image_tower(),
+        text_tower=lambda embed_dim: make_text_tower(),
+        embed_dim=16,
+    )
+
+
+def _names(model: nn.Module, group: dict) -> set[str]:
+    ids = {id(parameter) for parameter in group["params"]}
+    return {name for name, parameter in model.named_parameters() if id(parameter) in ids}
+
+
+def test_weight_decay_groups_exempt_biases_norms_embeddings_and_logit_scale(tiny_module):
+    model = tiny_module.model
+    decay, no_decay = parameter_groups(model)
+    decayed, exempt = _names(model, decay), _names(model, no_decay)
+
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
+    assert decayed.isdisjoint(exempt)
+    assert decayed | exempt == {name for name, _ in model.named_parameters()}
+
+    expected_exempt = {
+        name
+        for name, parameter in model.named_parameters()
+        if parameter.ndim < 2
+        or name.endswith(("embeddings.weight", "pos_embed", "cls_token"))
+        or "embeddings." in name
+    }
+    assert exempt == expected_exempt
+    assert "logit_scale" in exempt
+    assert "text_tower.backbone.model.embeddings.word_embeddings.weight" in exempt
+    assert "image_tower.backbone.model.pos_embed" in exempt
+    assert "image_tower.backbone.model.blocks.0.attn.qkv.weight" in decayed
+    assert "text_tower.head.weight" in decayed
+
+
+def test_frozen_parameters_are_left_out_of_the_optimizer(make_image_tower, make_text_tower):
+    module = CLIPLitModule(
+        image_tower=lambda embed_dim: make_image_tower(),
+        text_tower=lambda embed_dim: make_text_tower(freeze_backbone=True),
+        embed_dim=16,
+    )
+    names = set().union(*(_names(module.model, group) for group in parameter_groups(module.model)))
+    assert not any(name.startswith("text_tower.backbone") for name in names)
+    assert "text_tower.head.weight" in names
+
+
+class _FakeTrainer:
+    estimated_stepping_batches = 110
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine(tiny_module):
+    tiny_module.hparams.warmup_steps = 10
+    tiny_module.hparams.warmup_lr_init = 0.0
+    tiny_module.optimizer = lambda params: torch.optim.AdamW(params, lr=1.0)
+    tiny_module.trainer = _FakeTrainer()
+    config = tiny_module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+
+    def lr_at(step: int) -> float:
+        scheduler.step_update(num_updates=step)
+        return optimizer.param_groups[0]["lr"]
+
+    assert lr_at(0) == pytest.approx(0.0)
+    assert lr_at(5) == pytest.approx(0.5)
+    assert lr_at(10) == pytest.approx(1.0)
+    assert lr_at(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 50 / 100)))
+    assert lr_at(110) == pytest.approx(0.0, abs=1e-9)
+    # both parameter groups follow the schedule
+    assert optimizer.param_groups[1]["lr"] == optimizer.param_groups[0]["lr"]
