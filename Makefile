@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DIGITS := data/digits/.complete
 
-.PHONY: setup data train test test-quick lint bench clean-logs
+.PHONY: setup data train test test-quick lint clean-logs
 
 setup: $(STAMP)
 
@@ -37,9 +37,6 @@ test-quick: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
-
-bench: $(STAMP)
-	$(PY) bench/train_step.py
 
 clean-logs:
 	rm -rf logs/*/

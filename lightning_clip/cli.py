@@ -75,7 +75,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> CLIPCLI:
             "logger": {
                 "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": "logs", "name": "clip"},
-            }
+            },
+            "plugins": [{"class_path": "lightning_clip.checkpoint_io.AtomicCheckpointIO"}],
         },
         args=args,
         run=run,

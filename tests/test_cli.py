@@ -108,6 +108,7 @@ def test_short_fit_logs_every_metric_and_eval_reads_the_checkpoint(tmp_path, dig
     assert logged[metrics.TRAIN_LOGIT_SCALE].item() == pytest.approx(1 / 0.07, rel=0.05)
     assert math.isfinite(logged[metrics.VAL_LOSS].item())
 
+    assert type(cli.trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
     log_dir = Path(cli.trainer.log_dir)
     assert (log_dir / "config.yaml").is_file()
     checkpoint = log_dir / "checkpoints" / "last.ckpt"
