@@ -1,0 +1,71 @@
+"""The loss over two CPU processes (gloo) equals the loss over one process on the same batch."""
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from lightning_clip.losses import ContrastiveLoss
+
+WORLD_SIZE = 2
+BATCH_SIZE = 8
+
+
+def _data():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(BATCH_SIZE, 6, generator=generator)
+    texts = torch.randn(BATCH_SIZE, 5, generator=generator)
+    image_proj = torch.randn(6, 4, generator=generator)
+    text_proj = torch.randn(5, 4, generator=generator)
+    return images, texts, image_proj, text_proj
+
+
+def _loss_and_grads(images, texts, image_proj, text_proj, local_loss):
+    image_proj = image_proj.clone().requires_grad_()
+    text_proj = text_proj.clone().requires_grad_()
+    image_features = F.normalize(images @ image_proj, dim=-1)
+    text_features = F.normalize(texts @ text_proj, dim=-1)
+    loss = ContrastiveLoss(local_loss)(image_features, text_features, torch.tensor(10.0))
+    loss.backward()
+    return loss.detach(), image_proj.grad, text_proj.grad
+
+
+def _worker(rank, port, local_loss, results):
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
+    )
+    images, texts, image_proj, text_proj = _data()
+    shard = slice(rank * BATCH_SIZE // WORLD_SIZE, (rank + 1) * BATCH_SIZE // WORLD_SIZE)
+    loss, *grads = _loss_and_grads(images[shard], texts[shard], image_proj, text_proj, local_loss)
+
+    # what DDP does with parameter gradients: average them over the processes
+    for grad in grads:
+        dist.all_reduce(grad)
+        grad /= WORLD_SIZE
+    dist.all_reduce(loss)
+    results[rank] = (loss / WORLD_SIZE, *grads)
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("local_loss", [False, True])
+def test_two_processes_match_one_process(local_loss):
+    expected = _loss_and_grads(*_data(), local_loss=False)
+
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_worker, args=(_free_port(), local_loss, results), nprocs=WORLD_SIZE, join=True)
+
+    for rank in range(WORLD_SIZE):
+        for got, want in zip(results[rank], expected, strict=True):
+            assert_close(got, want, atol=1e-5, rtol=1e-5)
