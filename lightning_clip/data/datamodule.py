@@ -21,11 +21,16 @@ def split_by_image(
     records: list[ImageCaptions], val_fraction: float, seed: int
 ) -> tuple[list[ImageCaptions], list[ImageCaptions]]:
     """Shuffle images with `seed` and hold out `val_fraction` of them; no image is in both."""
+    if val_fraction > 0 and len(records) < 2:
+        raise ValueError(
+            f"data.val_fraction={val_fraction}: {len(records)} image(s) cannot be split into "
+            "training and validation; add images, give data.val_file or set val_fraction 0"
+        )
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     num_val = round(len(records) * val_fraction)
-    if val_fraction > 0 and num_val == 0:
-        num_val = 1
+    # at least one image on each side
+    num_val = min(max(num_val, 1 if val_fraction > 0 else 0), len(records) - 1)
     val = [records[index] for index in sorted(order[:num_val])]
     train = [records[index] for index in sorted(order[num_val:])]
     return train, val

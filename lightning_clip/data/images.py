@@ -6,13 +6,27 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
+def _high_depth_to_8_bit(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit integer and float greyscale -> uint8, keeping absolute brightness."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        full_scale = 65535.0
+    elif image.mode == "F" and values.min() >= 0.0 and values.max() <= 1.0:
+        full_scale = 1.0  # float images in [0, 1]
+    elif values.min() >= 0.0 and values.max() <= 255.0:
+        full_scale = 255.0  # 8-bit data stored in a wider mode
+    elif values.min() >= 0.0 and values.max() <= 65535.0:
+        full_scale = 65535.0
+    else:
+        # no known range: stretch what is there
+        values = values - values.min()
+        full_scale = max(values.max(), 1e-12)
+    return (values / full_scale * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # high bit-depth greyscale: stretch its own range to 8 bits
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / max(high - low, 1e-12) * 255.0
-        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+        image = Image.fromarray(_high_depth_to_8_bit(image), mode="L")
 
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")

@@ -21,7 +21,8 @@ def read_rows(path: str | Path, columns: list[str], delimiter: str | None = None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
 
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig also reads the byte-order mark that spreadsheet programs write
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter=_delimiter(path, delimiter))
         try:
             header = reader.fieldnames or []

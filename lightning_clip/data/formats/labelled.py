@@ -7,7 +7,9 @@ from lightning_clip.data.formats.csv import read_rows
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
-def _label_index(value: str, class_names: list[str], where: str) -> int:
+def _label_index(value: str | None, class_names: list[str], where: str) -> int:
+    if value is None:
+        raise ValueError(f"{where}: the row has no label")
     value = value.strip()
     if value in class_names:
         return class_names.index(value)
@@ -52,7 +54,7 @@ def read_labelled_images(
     else:
         samples = [
             (
-                (path.parent / row[image_column].strip()).resolve(),
+                (path.parent / (row[image_column] or "").strip()).resolve(),
                 _label_index(row[label_column], class_names, f"{path}:{line}"),
             )
             for line, row in read_rows(path, [image_column, label_column])
