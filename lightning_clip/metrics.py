@@ -25,6 +25,33 @@ def zeroshot_key(name: str, metric: str) -> str:
     return f"zeroshot/{name}/{metric}"
 
 
+def _hit_probability(ahead: Tensor, tied_wrong: Tensor, tied_correct: Tensor, k: int) -> Tensor:
+    """Chance that a correct item lands in the top `k` when ties are broken at random.
+
+    Per query: `ahead` wrong items score strictly higher than the best correct one, and
+    `tied_wrong` wrong and `tied_correct` correct items share that best score.
+    """
+    slots = k - ahead  # places left in the top k for the tied block
+    miss = torch.ones(ahead.shape, dtype=torch.float64)
+    for i in range(k):
+        # the (i + 1)-th place of the tied block also goes to a wrong item
+        draw = (tied_wrong - i).clamp(min=0) / (tied_wrong + tied_correct - i).clamp(min=1)
+        miss = torch.where(i < slots, miss * draw, miss)
+    return torch.where(slots > 0, 1.0 - miss, torch.zeros_like(miss))
+
+
+def _tie_counts(similarity: Tensor, correct: Tensor, tolerance: float) -> tuple[Tensor, ...]:
+    """(n, M) scores and correctness -> per row: wrong ahead, wrong tied, correct tied."""
+    best_correct = similarity.masked_fill(~correct, float("-inf")).amax(dim=1, keepdim=True)
+    tied = (similarity - best_correct).abs() <= tolerance
+    ahead = (similarity > best_correct + tolerance) & ~correct
+    return (
+        ahead.sum(dim=1).cpu(),
+        (tied & ~correct).sum(dim=1).cpu(),
+        (tied & correct).sum(dim=1).cpu(),
+    )
+
+
 @torch.no_grad()
 def retrieval_recall(
     image_features: Tensor,
@@ -32,6 +59,7 @@ def retrieval_recall(
     text_image_index: Tensor,
     ks: tuple[int, ...] = RECALL_KS,
     chunk_size: int = 1024,
+    tie_tolerance: float = 1e-6,
 ) -> dict[str, float]:
     """Recall@K both ways; an image counts as found if any of its captions ranks in the top K.
 
@@ -40,34 +68,33 @@ def retrieval_recall(
         text_features: (M, E) normalised features of all captions.
         text_image_index: (M,) index into the N images of each caption's image.
 
-    Ties count against the query (a wrong item scoring exactly as high as the right one is
-    ranked ahead of it), so a collapsed model that gives every item the same score gets zero
-    recall rather than perfect recall. Similarities are computed `chunk_size` rows at a time,
-    so N x M never has to fit at once.
+    Scores within `tie_tolerance` are ties, broken uniformly at random in expectation: a
+    collapsed model that scores every item alike gets chance recall, neither zero nor full,
+    and a caption text shared by several images competes fairly with its copies.
+    Similarities are computed `chunk_size` rows at a time, so N x M never has to fit at once.
     """
-    num_images = image_features.shape[0]
-    image_best_rank = torch.empty(num_images, dtype=torch.long)
-    text_rank = torch.empty(text_features.shape[0], dtype=torch.long)
+    num_images, num_texts = image_features.shape[0], text_features.shape[0]
+    image_counts, text_counts = [], []
 
-    # image -> text: rank of the best-placed correct caption
+    # image -> text: the best-placed of the image's captions
     for start in range(0, num_images, chunk_size):
         similarity = image_features[start : start + chunk_size] @ text_features.T  # (n, M)
-        rows = torch.arange(start, start + similarity.shape[0])
-        correct = text_image_index.unsqueeze(0) == rows.unsqueeze(1)  # (n, M)
-        best_correct = similarity.masked_fill(~correct, float("-inf")).amax(dim=1)
-        ahead = (similarity >= best_correct.unsqueeze(1)) & ~correct
-        image_best_rank[rows] = ahead.sum(dim=1).cpu()
+        rows = torch.arange(start, start + similarity.shape[0], device=similarity.device)
+        correct = text_image_index.to(similarity.device).unsqueeze(0) == rows.unsqueeze(1)
+        image_counts.append(_tie_counts(similarity, correct, tie_tolerance))
 
-    # text -> image: rank of the caption's own image
-    for start in range(0, text_features.shape[0], chunk_size):
+    # text -> image: the caption's own image
+    for start in range(0, num_texts, chunk_size):
         similarity = text_features[start : start + chunk_size] @ image_features.T  # (m, N)
-        own = text_image_index[start : start + chunk_size]
-        own_score = similarity.gather(1, own.unsqueeze(1))
-        ahead = (similarity >= own_score).sum(dim=1) - 1  # the own image ties with itself
-        text_rank[start : start + similarity.shape[0]] = ahead.cpu()
+        own = text_image_index[start : start + chunk_size].to(similarity.device)
+        correct = torch.zeros_like(similarity, dtype=torch.bool)
+        correct[torch.arange(similarity.shape[0]), own] = True
+        text_counts.append(_tie_counts(similarity, correct, tie_tolerance))
 
+    image_counts = [torch.cat(parts) for parts in zip(*image_counts, strict=True)]
+    text_counts = [torch.cat(parts) for parts in zip(*text_counts, strict=True)]
     results = {}
     for k in ks:
-        results[image_to_text_key(k)] = (image_best_rank < k).float().mean().item()
-        results[text_to_image_key(k)] = (text_rank < k).float().mean().item()
+        results[image_to_text_key(k)] = _hit_probability(*image_counts, k).mean().item()
+        results[text_to_image_key(k)] = _hit_probability(*text_counts, k).mean().item()
     return results

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -77,14 +79,30 @@ def test_perfectly_aligned_features_have_full_recall():
     assert results == {image_to_text_key(1): 1.0, text_to_image_key(1): 1.0}
 
 
-def test_collapsed_features_get_zero_recall_not_full_recall():
-    # every score ties; counting ties in the query's favour would report perfect retrieval
+def test_collapsed_features_get_chance_recall():
+    # every score ties: neither perfect retrieval (ties for the query) nor zero (against it)
     image_features = torch.ones(3, 4) / 2
     text_features = torch.ones(5, 4) / 2
     results = retrieval_recall(image_features, text_features, TEXT_IMAGE_INDEX, ks=(1, 2))
-    assert results == {
-        image_to_text_key(1): 0.0,
-        image_to_text_key(2): 0.0,
-        text_to_image_key(1): 0.0,
-        text_to_image_key(2): 0.0,
-    }
+
+    # image -> text over 5 tied captions: an image with c captions is hit at 1 with c/5,
+    # at 2 with 1 - C(5-c, 2)/C(5, 2)
+    captions_per_image = torch.bincount(TEXT_IMAGE_INDEX, minlength=3).tolist()
+    at_1 = sum(c / 5 for c in captions_per_image) / 3
+    at_2 = sum(1 - math.comb(5 - c, 2) / math.comb(5, 2) for c in captions_per_image) / 3
+    assert results[image_to_text_key(1)] == pytest.approx(at_1)
+    assert results[image_to_text_key(2)] == pytest.approx(at_2)
+    # text -> image over 3 tied images
+    assert results[text_to_image_key(1)] == pytest.approx(1 / 3)
+    assert results[text_to_image_key(2)] == pytest.approx(2 / 3)
+
+
+def test_identical_captions_of_different_images_share_the_hit():
+    # two images whose captions are the same text: either caption is as good as the other
+    image_features = torch.eye(2)
+    text_features = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    results = retrieval_recall(image_features, text_features, torch.tensor([0, 1]), ks=(1, 2))
+    # each image ties its own caption with the other image's identical one
+    assert results[image_to_text_key(1)] == pytest.approx(0.5)
+    assert results[text_to_image_key(1)] == pytest.approx(0.5)
+    assert results[image_to_text_key(2)] == pytest.approx(1.0)
