@@ -5,7 +5,7 @@ python eval.py --config conf/eval/digits.yaml --checkpoint logs/.../last.ckpt
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_clip.cli import register_resolvers
+from lightning_clip.cli import register_resolvers, run_or_exit
 from lightning_clip.evaluate import (
     RetrievalSet,
     ZeroShotSet,
@@ -52,4 +52,4 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_or_exit(main)

@@ -1,6 +1,7 @@
 """The command line: LightningCLI with linked data/model arguments and a results summary."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -8,6 +9,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lightning_clip import metrics
 from lightning_clip.data.datamodule import ImageTextDataModule
+from lightning_clip.errors import InputError
 from lightning_clip.module import CLIPLitModule
 
 
@@ -15,7 +17,7 @@ def package_dir(name: str) -> str:
     """Directory of an installed Python package, e.g. one that ships model weights."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"${{package_dir:{name}}}: no installed package named {name!r}")
+        raise InputError(f"${{package_dir:{name}}}: no installed package named {name!r}")
     return str(Path(next(iter(spec.submodule_search_locations))).resolve())
 
 
@@ -34,6 +36,15 @@ class CLIPCLI(LightningCLI):
         parser.link_arguments(
             "model.image_data_config", "data.image_data_config", apply_on="instantiate"
         )
+
+    def instantiate_classes(self) -> None:
+        # bad values surface while building; report them as input errors, not as crashes
+        try:
+            super().instantiate_classes()
+        except (ValueError, OSError) as error:
+            if isinstance(error, InputError):
+                raise
+            raise InputError(str(error)) from error
 
     def after_fit(self) -> None:
         if self.trainer.global_rank == 0:
@@ -57,6 +68,15 @@ def summary(trainer) -> str:
     if checkpoint is not None and checkpoint.best_model_path:
         lines.append(f"best checkpoint: {checkpoint.best_model_path}")
     return "\n".join(lines)
+
+
+def run_or_exit(main, *args):
+    """Call `main`; bad input ends the program with a one-line message and exit code 2."""
+    try:
+        return main(*args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CLIPCLI:

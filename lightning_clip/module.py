@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lightning_clip import metrics
 from lightning_clip.data.tokenizer import CaptionTokenizer
+from lightning_clip.errors import InputError
 from lightning_clip.losses import ContrastiveLoss
 from lightning_clip.models import CLIPModel, ImageTower, TextTower
 
@@ -76,7 +77,7 @@ class CLIPLitModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if warmup_steps < 0:
-            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+            raise InputError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
 
         self.model = CLIPModel(
             image_tower(embed_dim), text_tower(embed_dim), init_logit_scale, max_logit_scale
@@ -120,7 +121,7 @@ class CLIPLitModule(pl.LightningModule):
         self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
         self.log(
             metrics.TRAIN_SKIPPED,
-            batch["skipped"].sum().float(),
+            batch["skipped"].float(),
             on_step=False,
             on_epoch=True,
             reduce_fx="sum",
@@ -131,7 +132,18 @@ class CLIPLitModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.model.clamp_logit_scale()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor] | None:
+        self.log(
+            metrics.VAL_SKIPPED,
+            batch["skipped"].float(),
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=True,
+            batch_size=1,
+        )
+        if batch["image"] is None:
+            return None  # no readable image in this batch
+
         loss, image_features, _ = self._shared_step(batch)
         self.log(metrics.VAL_LOSS, loss, batch_size=batch["image"].shape[0], sync_dist=True)
         # retrieval callbacks gather these over the epoch

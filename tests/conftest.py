@@ -93,3 +93,9 @@ def tiny_clip(make_image_tower, make_text_tower) -> CLIPModel:
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory) -> Path:
     return prepare_digits(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    # the CLI under test gets its arguments explicitly, never pytest's own
+    monkeypatch.setattr("sys.argv", ["train.py"])

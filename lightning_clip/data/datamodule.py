@@ -8,11 +8,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from lightning_clip.data.datasets import BadSamplePolicy, CaptionDataset
+from lightning_clip.data.datasets import BadSamplePolicy, CaptionDataset, collate_readable
 from lightning_clip.data.formats.csv import read_csv_captions
 from lightning_clip.data.records import ImageCaptions, ReadReport
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.data.transforms import build_transform
+from lightning_clip.errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def split_by_image(
 ) -> tuple[list[ImageCaptions], list[ImageCaptions]]:
     """Shuffle images with `seed` and hold out `val_fraction` of them; no image is in both."""
     if val_fraction > 0 and len(records) < 2:
-        raise ValueError(
+        raise InputError(
             f"data.val_fraction={val_fraction}: {len(records)} image(s) cannot be split into "
             "training and validation; add images, give data.val_file or set val_fraction 0"
         )
@@ -85,9 +86,9 @@ class ImageTextDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "image_data_config"])
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+            raise InputError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if on_bad_sample not in ("skip", "raise"):
-            raise ValueError(f"data.on_bad_sample must be 'skip' or 'raise', got {on_bad_sample!r}")
+            raise InputError(f"data.on_bad_sample must be 'skip' or 'raise', got {on_bad_sample!r}")
 
         self.tokenizer: CaptionTokenizer | None = tokenizer
         self.image_data_config = image_data_config
@@ -111,11 +112,11 @@ class ImageTextDataModule(pl.LightningDataModule):
             examples = ", ".join(f"{r.image_path} ({r.source})" for r in missing[:3])
             message = f"{path}: {len(missing)} image file(s) missing, e.g. {examples}"
             if self.hparams.on_bad_sample == "raise":
-                raise FileNotFoundError(message)
+                raise MissingInputError(message)
             rank_zero_warn(message + "; skipping them (set on_bad_sample=raise to stop)")
 
         if not readable:
-            raise ValueError(f"{path}: no usable image-caption pairs")
+            raise InputError(f"{path}: no usable image-caption pairs")
         return readable
 
     def _read_tables(self) -> None:
@@ -170,6 +171,7 @@ class ImageTextDataModule(pl.LightningDataModule):
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
+            collate_fn=collate_readable,
             batch_size=batch_size,
             shuffle=train,
             # a partial last batch would give the loss fewer negatives than the rest

@@ -10,12 +10,9 @@ from torch.utils.data import Dataset, default_collate
 
 from lightning_clip.data.images import load_rgb
 from lightning_clip.data.records import ImageCaptions
+from lightning_clip.errors import BadImageError
 
 BadSamplePolicy = Literal["skip", "raise"]
-
-
-class BadImageError(ValueError):
-    """An image file that could not be read; the message names the file."""
 
 
 def load_image_or_none(path: Path, policy: BadSamplePolicy):
@@ -31,10 +28,14 @@ def load_image_or_none(path: Path, policy: BadSamplePolicy):
 class CaptionDataset(Dataset):
     """One item per image: {"image": (3, H, W), "text": (L,), "index", "skipped"}.
 
-    In training a caption is drawn at random each time an image is seen; in evaluation the
-    first caption is used (retrieval reads all of them from `records`). An unreadable image
-    is replaced by the next readable one and flagged with `skipped=1` so it can be counted.
+    In training a caption is drawn at random each time an image is seen, and an unreadable
+    image is replaced by a random other one so batches keep their size (every failed read
+    adds one to `skipped`). In evaluation the first caption is used (retrieval reads all of
+    them from `records`) and an unreadable image comes back as None, for `collate_readable`
+    to drop, so no image is ever scored under another one's identity.
     """
+
+    MAX_ATTEMPTS = 20
 
     def __init__(
         self,
@@ -60,30 +61,36 @@ class CaptionDataset(Dataset):
         choice = torch.randint(len(record.captions), (1,)).item()
         return record.captions[choice]
 
-    def __getitem__(self, index: int) -> dict:
-        skipped = 0
-        for offset in range(len(self.records)):
-            record = self.records[(index + offset) % len(self.records)]
-            image = load_image_or_none(record.image_path, self.on_bad_sample)
-            if image is not None:
-                break
-            skipped += 1
-        else:
-            raise BadImageError("no readable image left in the dataset")
-
+    def _item(self, index: int, image, skipped: int) -> dict:
+        record = self.records[index]
         return {
-            "image": self.transform(image),
+            "image": None if image is None else self.transform(image),
             "text": self.tokenizer([self._caption(record)])[0],
-            "index": (index + skipped) % len(self.records),
+            "index": index,
             "skipped": skipped,
         }
 
+    def __getitem__(self, index: int) -> dict:
+        image = load_image_or_none(self.records[index].image_path, self.on_bad_sample)
+        if image is not None or not self.train:
+            return self._item(index, image, skipped=int(image is None))
+
+        for attempt in range(1, self.MAX_ATTEMPTS + 1):
+            index = torch.randint(len(self.records), (1,)).item()
+            image = load_image_or_none(self.records[index].image_path, self.on_bad_sample)
+            if image is not None:
+                return self._item(index, image, skipped=attempt)
+        raise BadImageError(
+            f"{self.records[index].source}: {self.MAX_ATTEMPTS + 1} images in a row could not "
+            "be read; check the image files of this table"
+        )
+
 
 def collate_readable(items: list[dict]) -> dict:
-    """Stack the items whose image was read; `skipped` counts the others."""
+    """Stack the items whose image was read; `skipped` counts the others (a 0-d tensor)."""
     readable = [item for item in items if item["image"] is not None]
     batch = default_collate(readable) if readable else {"image": None}
-    batch["skipped"] = sum(item["skipped"] for item in items)
+    batch["skipped"] = torch.tensor(sum(item["skipped"] for item in items))
     return batch
 
 

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from lightning_clip.errors import InputError
+
 
 def clean_caption(text: str) -> str:
     """Repair mojibake and HTML entities, then collapse runs of whitespace."""
@@ -25,7 +27,7 @@ class CaptionTokenizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
         if context_length < 2:
-            raise ValueError(f"context_length must be at least 2, got {context_length}")
+            raise InputError(f"context_length must be at least 2, got {context_length}")
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.end_token_id = tokenizer.sep_token_id
@@ -35,7 +37,7 @@ class CaptionTokenizer:
         if self.pad_token_id is None:
             self.pad_token_id = self.end_token_id
         if self.end_token_id is None:
-            raise ValueError(
+            raise InputError(
                 f"tokenizer {type(tokenizer).__name__} has neither a SEP nor an EOS token; "
                 "captions need an end token"
             )

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from lightning_clip.errors import InputError, MissingInputError
+
 # A class is one name or a list of synonyms whose prompts are averaged together.
 ClassName = str | list[str]
 
@@ -21,7 +23,7 @@ def read_prompt_file(path: str | Path, key: str | None = None) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such prompt file")
+        raise MissingInputError(f"{path}: no such prompt file")
 
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".txt":
@@ -31,7 +33,7 @@ def read_prompt_file(path: str | Path, key: str | None = None) -> dict:
     if key is not None:
         if not isinstance(content, dict) or key not in content:
             available = sorted(k for k in content if not k.startswith("_"))
-            raise ValueError(f"{path}: no entry {key!r}; available: {available}")
+            raise InputError(f"{path}: no entry {key!r}; available: {available}")
         content = content[key]
     if isinstance(content, list):
         return {"lines": content}
@@ -52,10 +54,10 @@ def resolve_prompts(
         templates = content.get("templates", content.get("lines"))
 
     if not class_names:
-        raise ValueError("zero-shot: no class names")
+        raise InputError("zero-shot: no class names")
     if not templates:
-        raise ValueError("zero-shot: no prompt templates")
+        raise InputError("zero-shot: no prompt templates")
     bad = [template for template in templates if "{}" not in template]
     if bad:
-        raise ValueError(f"zero-shot: templates without a '{{}}' placeholder: {bad[:3]}")
+        raise InputError(f"zero-shot: templates without a '{{}}' placeholder: {bad[:3]}")
     return list(class_names), list(templates)

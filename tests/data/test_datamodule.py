@@ -180,19 +180,36 @@ def corrupt_setup(tmp_path, tokenizer, policy: str) -> ImageTextDataModule:
     return datamodule
 
 
-def test_unreadable_image_is_replaced_and_counted(tmp_path, caption_tokenizer):
+def test_unreadable_validation_image_is_dropped_and_counted(tmp_path, caption_tokenizer):
     datamodule = corrupt_setup(tmp_path, caption_tokenizer, "skip")
 
     with pytest.warns(UserWarning, match="bad.png"):
         item = datamodule.val_dataset[0]
-    assert item["skipped"] == 1
-    assert item["index"] == 1
-    assert_close(item["image"], datamodule.val_dataset[1]["image"])
+    assert item["skipped"] == 1 and item["image"] is None
 
+    # no other image stands in for it, so retrieval never scores it under a wrong identity
     with pytest.warns(UserWarning, match="bad.png"):
         batch = next(iter(datamodule.val_dataloader()))
-    assert batch["skipped"].tolist() == [1, 0, 0]
-    assert batch["index"].tolist() == [1, 1, 2]
+    assert batch["skipped"].item() == 1
+    assert batch["index"].tolist() == [1, 2]
+    assert batch["image"].shape[0] == 2
+
+
+def test_unreadable_training_image_is_replaced_by_a_readable_one(tmp_path, caption_tokenizer):
+    names = make_images(tmp_path, 4)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    train = write_table(tmp_path / "train.csv", two_captions_each(["bad.png", *names]))
+    datamodule = make_datamodule(train, caption_tokenizer, val_fraction=0.0)
+    datamodule.setup("fit")
+    dataset = datamodule.train_dataset
+    bad = next(i for i, r in enumerate(dataset.records) if r.image_path.name == "bad.png")
+
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="bad.png"):
+        item = dataset[bad]
+    assert item["skipped"] >= 1
+    assert item["index"] != bad
+    assert dataset.records[item["index"]].image_path.name != "bad.png"
 
 
 def test_unreadable_image_raises_naming_the_file(tmp_path, caption_tokenizer):

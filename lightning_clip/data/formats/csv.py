@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 from lightning_clip.data.records import ImageCaptions, ReadReport
+from lightning_clip.errors import InputError, MissingInputError
 
 
 def _delimiter(path: Path, delimiter: str | None) -> str:
@@ -19,7 +20,7 @@ def read_rows(path: str | Path, columns: list[str], delimiter: str | None = None
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingInputError(f"{path}: no such file")
 
     # utf-8-sig also reads the byte-order mark that spreadsheet programs write
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -28,11 +29,11 @@ def read_rows(path: str | Path, columns: list[str], delimiter: str | None = None
             header = reader.fieldnames or []
             missing = [column for column in columns if column not in header]
             if missing:
-                raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
+                raise InputError(f"{path}: missing column(s) {missing}; the header has {header}")
             for row in reader:
                 yield reader.line_num, row
         except UnicodeDecodeError as error:
-            raise ValueError(
+            raise InputError(
                 f"{path}: not valid UTF-8 near line {reader.line_num + 1}: {error}"
             ) from None
 
@@ -52,7 +53,7 @@ def read_csv_captions(
     for line, row in read_rows(path, [image_column, caption_column], delimiter):
         image_name = (row[image_column] or "").strip()
         if not image_name:
-            raise ValueError(f"{path}:{line}: empty value in column {image_column!r}")
+            raise InputError(f"{path}:{line}: empty value in column {image_column!r}")
 
         caption = row[caption_column] or ""
         if not caption.strip():

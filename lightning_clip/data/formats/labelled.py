@@ -3,19 +3,20 @@
 from pathlib import Path
 
 from lightning_clip.data.formats.csv import read_rows
+from lightning_clip.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 def _label_index(value: str | None, class_names: list[str], where: str) -> int:
     if value is None:
-        raise ValueError(f"{where}: the row has no label")
+        raise InputError(f"{where}: the row has no label")
     value = value.strip()
     if value in class_names:
         return class_names.index(value)
     if value.lstrip("-").isdigit() and 0 <= int(value) < len(class_names):
         return int(value)
-    raise ValueError(
+    raise InputError(
         f"{where}: label {value!r} is neither one of the {len(class_names)} class names "
         f"nor an index below {len(class_names)}"
     )
@@ -25,7 +26,7 @@ def read_image_folder(root: Path, class_names: list[str]) -> list[tuple[Path, in
     """root/<class>/<image>: folders named after classes, or sorted folders in class order."""
     folders = sorted(path for path in root.iterdir() if path.is_dir())
     if len(folders) != len(class_names):
-        raise ValueError(f"{root}: {len(folders)} class folders but {len(class_names)} class names")
+        raise InputError(f"{root}: {len(folders)} class folders but {len(class_names)} class names")
     by_name = all(folder.name in class_names for folder in folders)
 
     samples = []
@@ -60,5 +61,5 @@ def read_labelled_images(
             for line, row in read_rows(path, [image_column, label_column])
         ]
     if not samples:
-        raise ValueError(f"{path}: no labelled images found")
+        raise InputError(f"{path}: no labelled images found")
     return samples
