@@ -13,7 +13,9 @@ from lightning_clip.evaluate import (
     evaluate_zeroshot,
     load_module,
     markdown_table,
+    read_retrieval_set,
     write_json,
+    zeroshot_evaluator,
 )
 
 
@@ -37,12 +39,16 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if not config.zeroshot and not config.retrieval:
         parser.error("nothing to evaluate: give --zeroshot and/or --retrieval sets")
 
+    # read every set before the model, so a bad file costs nothing
+    zeroshot_sets = [zeroshot_evaluator(spec, config.batch_size) for spec in config.zeroshot]
+    retrieval_sets = [(spec.name, read_retrieval_set(spec)) for spec in config.retrieval]
+
     module = load_module(config.checkpoint, config.device)
     results: dict[str, float] = {}
-    for spec in config.zeroshot:
-        results.update(evaluate_zeroshot(module, spec, config.batch_size))
-    for spec in config.retrieval:
-        results.update(evaluate_retrieval(module, spec, config.batch_size))
+    for evaluator in zeroshot_sets:
+        results.update(evaluate_zeroshot(module, evaluator))
+    for name, records in retrieval_sets:
+        results.update(evaluate_retrieval(module, name, records, config.batch_size))
 
     print(markdown_table(results))
     if config.output:

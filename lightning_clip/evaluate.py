@@ -5,13 +5,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lightning_clip import metrics
+from lightning_clip.callbacks.retrieval import recall_over_gallery
 from lightning_clip.callbacks.zeroshot import ZeroShotEval
-from lightning_clip.data.datasets import CaptionDataset
+from lightning_clip.data.datasets import CaptionDataset, collate_readable
 from lightning_clip.data.formats.csv import read_csv_captions
+from lightning_clip.data.records import ImageCaptions
 from lightning_clip.data.transforms import build_transform
+from lightning_clip.errors import InputError, MissingInputError
 from lightning_clip.module import CLIPLitModule
 from lightning_clip.zeroshot.templates import ClassName
 
@@ -40,14 +44,22 @@ class RetrievalSet:
 
 
 def load_module(checkpoint: str | Path, device: str = "cpu") -> CLIPLitModule:
+    """A trained module from a checkpoint written by train.py, in eval mode."""
     if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    module = CLIPLitModule.load_from_checkpoint(checkpoint, map_location=device)
+        raise MissingInputError(f"{checkpoint}: no such checkpoint")
+    try:
+        module = CLIPLitModule.load_from_checkpoint(checkpoint, map_location=device)
+    except Exception as error:  # torch and Lightning raise many types for bad files
+        reason = (str(error).splitlines() or [""])[0][:200]
+        raise InputError(
+            f"{checkpoint}: not a readable lightning-clip checkpoint "
+            f"({type(error).__name__}: {reason})"
+        ) from error
     return module.eval()
 
 
-@torch.no_grad()
-def evaluate_zeroshot(module: CLIPLitModule, spec: ZeroShotSet, batch_size: int) -> dict:
+def zeroshot_evaluator(spec: ZeroShotSet, batch_size: int) -> ZeroShotEval:
+    """The set's evaluator with its files already read, so errors come before any model."""
     evaluator = ZeroShotEval(
         spec.name,
         spec.images,
@@ -58,30 +70,59 @@ def evaluate_zeroshot(module: CLIPLitModule, spec: ZeroShotSet, batch_size: int)
         spec.label_column,
         batch_size=batch_size,
     )
-    results = evaluator.evaluate(module, evaluator.samples)
-    return {metrics.zeroshot_key(spec.name, key): value for key, value in results.items()}
+    evaluator.load()
+    return evaluator
+
+
+def read_retrieval_set(spec: RetrievalSet) -> list[ImageCaptions]:
+    """The set's images with their captions; missing image files are left out, with a warning."""
+    records = read_csv_captions(spec.captions, spec.image_column, spec.caption_column)
+    missing = [record for record in records if not record.image_path.is_file()]
+    if missing:
+        rank_zero_warn(
+            f"retrieval set {spec.name!r}: {len(missing)} image file(s) missing, "
+            f"e.g. {missing[0].image_path} ({missing[0].source}); they and their captions "
+            "are left out"
+        )
+    records = [record for record in records if record.image_path.is_file()]
+    if not records:
+        raise InputError(f"retrieval set {spec.name!r}: no image found in {spec.captions}")
+    return records
 
 
 @torch.no_grad()
-def evaluate_retrieval(module: CLIPLitModule, spec: RetrievalSet, batch_size: int) -> dict:
-    records = read_csv_captions(spec.captions, spec.image_column, spec.caption_column)
+def evaluate_zeroshot(module: CLIPLitModule, evaluator: ZeroShotEval) -> dict[str, float]:
+    results = evaluator.evaluate(module, evaluator.samples)
+    return {metrics.zeroshot_key(evaluator.name, key): value for key, value in results.items()}
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    module: CLIPLitModule, name: str, records: list[ImageCaptions], batch_size: int
+) -> dict[str, float]:
+    """Recall@K both ways, with the set's own images as the gallery."""
     transform = build_transform(module.image_data_config, train=False)
     dataset = CaptionDataset(records, transform, module.tokenizer, train=False)
-    loader = DataLoader(dataset, batch_size=batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_readable)
 
-    image_features = torch.cat(
-        [
-            module.model.encode_image(batch["image"].to(module.device)).float().cpu()
-            for batch in loader
-        ]
-    )
+    gallery, skipped = {}, 0
+    for batch in loader:
+        skipped += int(batch["skipped"])
+        if batch["image"] is None:
+            continue
+        features = module.model.encode_image(batch["image"].to(module.device)).float().cpu()
+        gallery.update(zip(batch["index"].tolist(), features, strict=True))
+
     captions = [caption for record in records for caption in record.captions]
-    caption_image = [index for index, r in enumerate(records) for _ in r.captions]
-    text_features = module.encode_captions(captions, batch_size).cpu()
+    caption_image = [index for index, record in enumerate(records) for _ in record.captions]
+    results = recall_over_gallery(module, gallery, captions, caption_image, batch_size)
 
-    results = metrics.retrieval_recall(image_features, text_features, torch.tensor(caption_image))
     # the gallery is this set, not the validation split: name the keys after it
-    return {f"retrieval/{spec.name}/{key.split('/')[-1]}": value for key, value in results.items()}
+    prefix = f"retrieval/{name}"
+    named = {f"{prefix}/{key.split('/')[-1]}": value for key, value in results.items()}
+    named[f"{prefix}/images"] = float(len(gallery))
+    named[f"{prefix}/skipped_images"] = float(skipped)
+    return named
 
 
 def markdown_table(results: dict[str, float]) -> str:

@@ -16,6 +16,29 @@ def _gather_objects(value):
     return gathered
 
 
+def recall_over_gallery(
+    pl_module: LightningModule,
+    gallery: dict[int, Tensor],
+    captions: list[str],
+    caption_image: list[int],
+    text_batch_size: int = 256,
+    ks: tuple[int, ...] = metrics.RECALL_KS,
+) -> dict[str, float]:
+    """Recall@K for image features keyed by image index and all captions of those images.
+
+    Captions whose image is not in the gallery (it could not be read) are left out: there
+    is nothing for them to retrieve.
+    """
+    image_ids = sorted(gallery)
+    image_features = torch.stack([gallery[index] for index in image_ids])
+    position = {index: row for row, index in enumerate(image_ids)}
+    kept = [i for i, index in enumerate(caption_image) if index in position]
+
+    text_features = pl_module.encode_captions([captions[i] for i in kept], text_batch_size)
+    text_image = torch.tensor([position[caption_image[i]] for i in kept])
+    return metrics.retrieval_recall(image_features, text_features.cpu(), text_image, ks)
+
+
 class RetrievalEval(Callback):
     """Recall@K both ways over the whole validation gallery, with every caption of an image.
 
@@ -56,17 +79,10 @@ class RetrievalEval(Callback):
         for features, indices in _gather_objects(local):
             for feature, index in zip(features, indices.tolist(), strict=True):
                 gallery.setdefault(index, feature)
-        image_ids = sorted(gallery)
-        image_features = torch.stack([gallery[index] for index in image_ids])
 
-        # captions of images that could not be read have nothing to retrieve
-        position = {index: row for row, index in enumerate(image_ids)}
-        kept = [i for i, index in enumerate(caption_image) if index in position]
-        text_features = pl_module.encode_captions(
-            [captions[i] for i in kept], self.text_batch_size
-        ).cpu()
-        text_image = torch.tensor([position[caption_image[i]] for i in kept])
-
-        results = metrics.retrieval_recall(image_features, text_features, text_image, self.ks)
+        results = recall_over_gallery(
+            pl_module, gallery, captions, caption_image, self.text_batch_size, self.ks
+        )
+        num_images = len(gallery)
         for key, value in results.items():
-            pl_module.log(key, value, batch_size=len(image_ids))
+            pl_module.log(key, value, batch_size=num_images)

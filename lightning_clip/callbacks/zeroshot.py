@@ -12,6 +12,7 @@ from lightning_clip import metrics
 from lightning_clip.data.datasets import LabelledImageDataset, collate_readable
 from lightning_clip.data.formats.labelled import read_labelled_images
 from lightning_clip.data.transforms import build_transform
+from lightning_clip.errors import InputError
 from lightning_clip.zeroshot.classifier import build_zeroshot_weights
 from lightning_clip.zeroshot.templates import ClassName, resolve_prompts
 
@@ -64,15 +65,45 @@ class ZeroShotEval(Callback):
         """
         super().__init__()
         self.name = name
-        self.class_names, self.templates = resolve_prompts(class_names, templates, prompts_key)
-        self.samples = read_labelled_images(images, self.class_names, image_column, label_column)
+        self.sources = (images, class_names, templates, prompts_key, image_column, label_column)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.every_n_epochs = every_n_epochs
+        self.class_names: list[ClassName] = []
+        self.templates: list[str] = []
+        self.samples: list = []
+
+    def load(self) -> None:
+        """Read class names, templates and labelled images; raises naming what is wrong."""
+        if self.samples:
+            return
+        images, class_names, templates, prompts_key, image_column, label_column = self.sources
+        try:
+            self.class_names, self.templates = resolve_prompts(class_names, templates, prompts_key)
+            self.samples = read_labelled_images(
+                images, self.class_names, image_column, label_column
+            )
+        except ValueError as error:
+            raise InputError(f"zero-shot set {self.name!r}: {error}") from error
+
+        missing = [path for path, _ in self.samples if not path.is_file()]
+        if missing:
+            rank_zero_warn(
+                f"zero-shot set {self.name!r}: {len(missing)} image file(s) missing, "
+                f"e.g. {missing[0]}; they are left out of its metrics"
+            )
+            self.samples = [(path, label) for path, label in self.samples if path.is_file()]
+        if not self.samples:
+            raise InputError(f"zero-shot set {self.name!r}: no image file found")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # read at setup, before any training step, so bad files stop the run early
+        self.load()
 
     @torch.no_grad()
     def evaluate(self, pl_module: LightningModule, samples: list) -> dict[str, float]:
         """Scores `samples` with the module's towers; metrics are synced across devices."""
+        self.load()
         weights = build_zeroshot_weights(
             pl_module.encode_captions, self.class_names, self.templates
         )  # (E, C)

@@ -53,13 +53,13 @@ def read_labelled_images(
     if path.is_dir():
         samples = read_image_folder(path, class_names)
     else:
-        samples = [
-            (
-                (path.parent / (row[image_column] or "").strip()).resolve(),
-                _label_index(row[label_column], class_names, f"{path}:{line}"),
-            )
-            for line, row in read_rows(path, [image_column, label_column])
-        ]
+        samples = []
+        for line, row in read_rows(path, [image_column, label_column]):
+            image_name = (row[image_column] or "").strip()
+            if not image_name:
+                raise InputError(f"{path}:{line}: empty value in column {image_column!r}")
+            label = _label_index(row[label_column], class_names, f"{path}:{line}")
+            samples.append(((path.parent / image_name).resolve(), label))
     if not samples:
         raise InputError(f"{path}: no labelled images found")
     return samples
