@@ -105,6 +105,11 @@ class ImageTextDataModule(pl.LightningDataModule):
         )
         if report.empty_captions:
             rank_zero_warn(f"{path}: dropped {report.empty_captions} empty caption(s)")
+        if report.multiline_captions:
+            rank_zero_warn(
+                f"{path}: {len(report.multiline_captions)} caption(s) span several lines, "
+                f"first at {report.multiline_captions[0]}; an unclosed quote can cause this"
+            )
 
         readable = [record for record in records if record.image_path.is_file()]
         missing = [record for record in records if not record.image_path.is_file()]

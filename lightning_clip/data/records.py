@@ -16,4 +16,4 @@ class ReadReport:
     """Counts of what a reader dropped, so nothing disappears silently."""
 
     empty_captions: int = 0
-    missing_images: list[str] = field(default_factory=list)
+    multiline_captions: list[str] = field(default_factory=list)  # "file:line" of each

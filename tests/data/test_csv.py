@@ -157,3 +157,35 @@ def test_utf8_file_with_byte_order_mark_is_read(tmp_path):
     records = read_csv_captions(table)
 
     assert records[0].captions == ["café"]
+
+
+def test_unclosed_quote_is_an_error_naming_the_line(tmp_path):
+    table = tmp_path / "captions.csv"
+    table.write_text('image,caption\na.png,fine\nb.png,"the digit three, drawn\nc.png,x\n')
+    with pytest.raises(ValueError, match=r"captions.csv:3: malformed row"):
+        read_csv_captions(table)
+
+
+def test_unquoted_delimiter_in_a_caption_is_an_error_not_a_cut(tmp_path):
+    table = tmp_path / "captions.csv"
+    table.write_text("image,caption\na.png,fine\nb.png,a three, drawn by hand\n")
+    with pytest.raises(ValueError, match=r"captions.csv:3: 3 fields but the header has 2"):
+        read_csv_captions(table)
+
+
+def test_quoted_multiline_caption_is_kept_and_reported(tmp_path):
+    table = tmp_path / "captions.csv"
+    table.write_text('image,caption\na.png,one\nb.png,"two\nlines"\nc.png,three\n')
+    report = ReadReport()
+    records = read_csv_captions(table, report=report)
+    assert [r.captions for r in records] == [["one"], ["two\nlines"], ["three"]]
+    assert report.multiline_captions == [f"{table}:3"]
+    assert records[2].source == f"{table}:5"
+
+
+def test_invalid_utf8_names_the_right_line(tmp_path):
+    rows = ["image,caption"] + [f"{i}.png,caption {i}" for i in range(700)]
+    data = ("\n".join(rows) + "\n").encode() + "701.png,caf\xe9\n".encode("latin-1")
+    (tmp_path / "captions.csv").write_bytes(data)
+    with pytest.raises(ValueError, match=r"captions.csv:702: not valid UTF-8"):
+        read_csv_captions(tmp_path / "captions.csv")

@@ -13,10 +13,22 @@ def _delimiter(path: Path, delimiter: str | None) -> str:
     return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
+def _first_undecodable_line(path: Path) -> int:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def read_rows(path: str | Path, columns: list[str], delimiter: str | None = None):
     """Yield (line number, row dict) for each data row; checks that `columns` exist.
 
-    Every value stays a string: words such as NA, null or None are kept as text.
+    Every value stays a string: words such as NA, null or None are kept as text. A row with
+    more fields than the header, or a quote that is never closed, is an error naming its
+    line, because both silently merge or cut captions otherwise.
     """
     path = Path(path)
     if not path.is_file():
@@ -24,17 +36,28 @@ def read_rows(path: str | Path, columns: list[str], delimiter: str | None = None
 
     # utf-8-sig also reads the byte-order mark that spreadsheet programs write
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter=_delimiter(path, delimiter))
+        reader = csv.DictReader(handle, delimiter=_delimiter(path, delimiter), strict=True)
+        line = 1
         try:
             header = reader.fieldnames or []
             missing = [column for column in columns if column not in header]
             if missing:
                 raise InputError(f"{path}: missing column(s) {missing}; the header has {header}")
             for row in reader:
-                yield reader.line_num, row
+                first_line, line = line + 1, reader.line_num
+                if None in row:
+                    raise InputError(
+                        f"{path}:{first_line}: {len(header) + len(row[None])} fields but the "
+                        f"header has {len(header)}; quote values that contain "
+                        f"{reader.reader.dialect.delimiter!r}"
+                    )
+                yield first_line, row
         except UnicodeDecodeError as error:
+            bad_line = _first_undecodable_line(path)
+            raise InputError(f"{path}:{bad_line}: not valid UTF-8 ({error.reason})") from None
+        except csv.Error as error:
             raise InputError(
-                f"{path}: not valid UTF-8 near line {reader.line_num + 1}: {error}"
+                f"{path}:{line + 1}: malformed row ({error}); look for an unclosed quote"
             ) from None
 
 
@@ -59,6 +82,8 @@ def read_csv_captions(
         if not caption.strip():
             report.empty_captions += 1
             continue
+        if "\n" in caption:
+            report.multiline_captions.append(f"{path}:{line}")
 
         image_path = (path.parent / image_name).resolve()
         if image_path not in records:
