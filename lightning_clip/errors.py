@@ -14,3 +14,9 @@ class MissingInputError(InputError, FileNotFoundError):
 
 class BadImageError(InputError):
     """An image file that could not be read; the message names the file."""
+
+
+def require(condition: bool, key: str, value, allowed: str) -> None:
+    """Raise an InputError naming `key`, the `value` received and what is `allowed`."""
+    if not condition:
+        raise InputError(f"{key}={value!r} is not allowed: it must be {allowed}")

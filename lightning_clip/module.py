@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lightning_clip import metrics
 from lightning_clip.data.tokenizer import CaptionTokenizer
-from lightning_clip.errors import InputError
+from lightning_clip.errors import require
 from lightning_clip.losses import ContrastiveLoss
 from lightning_clip.models import CLIPModel, ImageTower, TextTower
 
@@ -76,8 +76,9 @@ class CLIPLitModule(pl.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if warmup_steps < 0:
-            raise InputError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        require(embed_dim >= 1, "model.embed_dim", embed_dim, "at least 1")
+        require(warmup_steps >= 0, "model.warmup_steps", warmup_steps, "0 or more")
+        require(max_logit_scale > 0, "model.max_logit_scale", max_logit_scale, "positive")
 
         self.model = CLIPModel(
             image_tower(embed_dim), text_tower(embed_dim), init_logit_scale, max_logit_scale

@@ -13,7 +13,7 @@ from lightning_clip.data.formats.csv import read_csv_captions
 from lightning_clip.data.records import ImageCaptions, ReadReport
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.data.transforms import build_transform
-from lightning_clip.errors import InputError, MissingInputError
+from lightning_clip.errors import InputError, MissingInputError, require
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,7 @@ class ImageTextDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "image_data_config"])
-        if not 0 <= val_fraction < 1:
-            raise InputError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        if on_bad_sample not in ("skip", "raise"):
-            raise InputError(f"data.on_bad_sample must be 'skip' or 'raise', got {on_bad_sample!r}")
+        self._check_values()
 
         self.tokenizer: CaptionTokenizer | None = tokenizer
         self.image_data_config = image_data_config
@@ -97,6 +94,25 @@ class ImageTextDataModule(pl.LightningDataModule):
 
         # read the tables now so a wrong path or column fails before any model is built
         self._read_tables()
+
+    def _check_values(self) -> None:
+        hp = self.hparams
+        require(0 <= hp.val_fraction < 1, "data.val_fraction", hp.val_fraction, "in [0, 1)")
+        require(
+            hp.on_bad_sample in ("skip", "raise"), "data.on_bad_sample", hp.on_bad_sample,
+            "'skip' or 'raise'",
+        )  # fmt: skip
+        # a batch of one has no negatives: its contrastive loss is always zero
+        require(hp.batch_size >= 2, "data.batch_size", hp.batch_size, "at least 2")
+        require(
+            hp.eval_batch_size is None or hp.eval_batch_size >= 1, "data.eval_batch_size",
+            hp.eval_batch_size, "null or at least 1",
+        )  # fmt: skip
+        require(hp.num_workers >= 0, "data.num_workers", hp.num_workers, "0 or more")
+        low, high = hp.crop_scale
+        require(0 < low <= high <= 1, "data.crop_scale", list(hp.crop_scale), "0 < min <= max <= 1")
+        require(0 <= hp.hflip <= 1, "data.hflip", hp.hflip, "a probability in [0, 1]")
+        require(hp.color_jitter >= 0, "data.color_jitter", hp.color_jitter, "0 or more")
 
     def _read(self, path: str) -> list[ImageCaptions]:
         report = ReadReport()
@@ -132,6 +148,11 @@ class ImageTextDataModule(pl.LightningDataModule):
         else:
             self.train_records, self.val_records = split_by_image(
                 train_records, self.hparams.val_fraction, self.hparams.split_seed
+            )
+        if len(self.train_records) < 2:
+            raise InputError(
+                f"{self.hparams.train_file}: {len(self.train_records)} training image(s) after "
+                "the validation split; contrastive training needs at least 2"
             )
         rank_zero_info(
             f"caption data: {len(self.train_records)} training images, "

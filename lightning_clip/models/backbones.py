@@ -1,5 +1,6 @@
 """Adapters that turn timm image models and Hugging Face text models into feature trunks."""
 
+import contextlib
 import difflib
 import functools
 from pathlib import Path
@@ -9,6 +10,18 @@ import timm
 import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from lightning_clip.errors import require
+
+
+@contextlib.contextmanager
+def _naming_failures(message: str):
+    """Re-raise a loading failure as a ValueError that starts with `message`."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = (str(error).splitlines() or [""])[0][:300]
+        raise ValueError(f"{message} ({type(error).__name__}: {reason})") from error
 
 
 class TimmImageBackbone(nn.Module):
@@ -32,6 +45,10 @@ class TimmImageBackbone(nn.Module):
                 f"image_tower.model_name: unknown timm model {model_name!r}; "
                 f"close matches: {close or 'none'} (see timm.list_models())"
             )
+        require(
+            image_size is None or image_size >= 1, "image_tower.image_size", image_size,
+            "null or at least 1",
+        )  # fmt: skip
         if pretrained_file is not None and not Path(pretrained_file).is_file():
             raise ValueError(f"image_tower.pretrained_file: no such file {pretrained_file!r}")
 
@@ -39,7 +56,8 @@ class TimmImageBackbone(nn.Module):
         self.model = self._create(model_name, pretrained_file, overlay, image_size, model_kwargs)
 
         # the backbone's own preprocessing, at the resolution the model was built for
-        image_size = image_size or self._built_image_size()
+        if image_size is None:
+            image_size = self._built_image_size()
         overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
         self.data_config = timm.data.resolve_data_config(overrides, model=self.model)
         self.width = self._measure_width()
@@ -125,16 +143,19 @@ class HFTextBackbone(nn.Module):
             if path is not None and not Path(path).is_dir():
                 raise ValueError(f"text_tower.{key}: no such directory {path!r}")
 
-        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
-            tokenizer_dir, local_files_only=True
-        )
+        key = "tokenizer_dir" if tokenizer_dir != pretrained_dir else "pretrained_dir"
+        with _naming_failures(f"text_tower.{key}: cannot load a tokenizer from {tokenizer_dir}"):
+            self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
+                tokenizer_dir, local_files_only=True
+            )
         if pretrained_dir is not None:
-            hf_config = AutoConfig.from_pretrained(
-                pretrained_dir, local_files_only=True, **(config or {})
-            )
-            self.model = AutoModel.from_pretrained(
-                pretrained_dir, config=hf_config, local_files_only=True
-            )
+            with _naming_failures(f"text_tower.pretrained_dir: cannot load {pretrained_dir}"):
+                hf_config = AutoConfig.from_pretrained(
+                    pretrained_dir, local_files_only=True, **(config or {})
+                )
+                self.model = AutoModel.from_pretrained(
+                    pretrained_dir, config=hf_config, local_files_only=True
+                )
         else:
             self.model = AutoModel.from_config(self._random_config(model_type, config or {}))
 

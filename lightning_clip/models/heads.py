@@ -42,8 +42,10 @@ def pool_tokens(
     raise ValueError(f"text_tower.pool: {pool!r} is not one of cls, mean, eos, pooler")
 
 
-def build_projection(width: int, embed_dim: int, kind: ProjectionKind) -> nn.Module:
-    """A map from backbone width D to `embed_dim` E."""
+def build_projection(
+    width: int, embed_dim: int, kind: ProjectionKind, tower: str = "tower"
+) -> nn.Module:
+    """A map from backbone width D to `embed_dim` E; `tower` names it in error messages."""
     if kind == "linear":
         return nn.Linear(width, embed_dim, bias=False)
 
@@ -56,9 +58,9 @@ def build_projection(width: int, embed_dim: int, kind: ProjectionKind) -> nn.Mod
     if kind == "none":
         if width != embed_dim:
             raise ValueError(
-                f"proj='none' needs the backbone width ({width}) to equal embed_dim "
+                f"{tower}.proj='none' needs the backbone width ({width}) to equal embed_dim "
                 f"({embed_dim}); use 'linear' or 'mlp'"
             )
         return nn.Identity()
 
-    raise ValueError(f"proj: {kind!r} is not one of linear, mlp, none")
+    raise ValueError(f"{tower}.proj: {kind!r} is not one of linear, mlp, none")

@@ -39,7 +39,7 @@ class ImageTower(nn.Module):
         """
         super().__init__()
         self.backbone = TimmImageBackbone(model_name, pretrained_file, image_size, model_kwargs)
-        self.head = build_projection(self.backbone.width, embed_dim, proj)
+        self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             _freeze(self.backbone)
@@ -93,7 +93,7 @@ class TextTower(nn.Module):
         """
         super().__init__()
         self.backbone = HFTextBackbone(pretrained_dir, model_type, config, tokenizer_dir)
-        self.head = build_projection(self.backbone.width, embed_dim, proj)
+        self.head = build_projection(self.backbone.width, embed_dim, proj, "text_tower")
         self.pool = pool
         self.context_length = context_length
         self.freeze_backbone = freeze_backbone

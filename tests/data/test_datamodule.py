@@ -303,7 +303,30 @@ def test_validation_batch_holds_normalised_pixels_and_first_captions(tmp_path, c
 
 
 def test_setup_without_model_links_explains_what_is_missing(tmp_path, caption_tokenizer):
-    table = write_table(tmp_path / "train.csv", two_captions_each(make_images(tmp_path, 2)))
+    table = write_table(tmp_path / "train.csv", two_captions_each(make_images(tmp_path, 3)))
     datamodule = make_datamodule(table, None, image_data_config=None)
     with pytest.raises(RuntimeError, match="tokenizer"):
         datamodule.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("batch_size", 1),
+        ("eval_batch_size", 0),
+        ("num_workers", -1),
+        ("crop_scale", (1.5, 0.2)),
+        ("hflip", 2.0),
+        ("color_jitter", -1.0),
+    ],
+)
+def test_out_of_range_values_are_rejected_naming_the_key(key, value, tmp_path, caption_tokenizer):
+    table = write_table(tmp_path / "train.csv", two_captions_each(make_images(tmp_path, 4)))
+    with pytest.raises(ValueError, match=rf"data\.{key}=.* is not allowed"):
+        make_datamodule(table, caption_tokenizer, **{key: value})
+
+
+def test_too_few_training_images_is_an_error(tmp_path, caption_tokenizer):
+    table = write_table(tmp_path / "train.csv", two_captions_each(make_images(tmp_path, 4)))
+    with pytest.raises(ValueError, match="1 training image\\(s\\) after the validation split"):
+        make_datamodule(table, caption_tokenizer, val_fraction=0.9)

@@ -92,3 +92,17 @@ def test_unknown_text_model_type_is_rejected(make_text_tower):
 def test_context_length_beyond_position_embeddings_is_rejected(make_text_tower):
     with pytest.raises(ValueError, match="context_length=32.*max_position_embeddings=16"):
         make_text_tower(context_length=32)
+
+
+def test_empty_tokenizer_directory_is_named(tmp_path):
+    from lightning_clip.models import TextTower
+
+    with pytest.raises(
+        ValueError, match=f"text_tower.tokenizer_dir: cannot load a tokenizer from {tmp_path}"
+    ):
+        TextTower(EMBED_DIM, model_type="bert", tokenizer_dir=str(tmp_path))
+
+
+def test_zero_image_size_is_rejected():
+    with pytest.raises(ValueError, match="image_tower.image_size=0"):
+        ImageTower(EMBED_DIM, model_name="resnet18", image_size=0)
