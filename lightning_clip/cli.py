@@ -63,7 +63,7 @@ def summary(trainer) -> str:
         ):
             lines.append(f"  {key:<32} {results[key].item():.4f}")
     if trainer.log_dir:
-        lines.append(f"TensorBoard logs: {trainer.log_dir}  (tensorboard --logdir logs)")
+        lines.append(f"TensorBoard logs: {trainer.log_dir}  (.venv/bin/tensorboard --logdir logs)")
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         lines.append(f"best checkpoint: {checkpoint.best_model_path}")

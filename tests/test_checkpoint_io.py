@@ -1,7 +1,15 @@
+import os
+
 import pytest
 import torch
 
 from lightning_clip.checkpoint_io import AtomicCheckpointIO
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 class _Unpicklable:
@@ -13,6 +21,7 @@ def test_checkpoint_round_trips(tmp_path):
     path = tmp_path / "run" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 3, "weight": torch.ones(2)}, path)
     loaded = torch.load(path, weights_only=True)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     assert loaded["step"] == 3 and loaded["weight"].tolist() == [1.0, 1.0]
 
 
