@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -70,6 +71,21 @@ def summary(trainer) -> str:
     return "\n".join(lines)
 
 
+def check_yaml_files(args: list[str]) -> None:
+    """Parse every YAML file named on the command line, so a syntax error names its file."""
+    for arg in args:
+        path = Path(arg.split("=", 1)[-1])
+        if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+            continue
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise InputError(f"{where}: invalid YAML: {problem}") from None
+
+
 def run_or_exit(main, *args):
     """Call `main`; bad input ends the program with a one-line message and exit code 2."""
     try:
@@ -85,6 +101,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> CLIPCLI:
     With `run=False` there is no subcommand: everything is built and nothing runs.
     """
     register_resolvers()
+    check_yaml_files(sys.argv[1:] if args is None else args)
     return CLIPCLI(
         CLIPLitModule,
         ImageTextDataModule,

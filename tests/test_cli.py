@@ -148,3 +148,20 @@ def test_unknown_config_key_is_an_error(tmp_path, digits_root, capsys):
     with pytest.raises(SystemExit):
         _build(args)
     assert "batch_sise" in capsys.readouterr().err
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path, digits_root, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_epochs: [1, 2\n  foo: 1\n")
+    args = _tiny_args(tmp_path, digits_root) + ["--config", str(broken)]
+    with pytest.raises(ValueError, match=f"{broken}:\\d+: invalid YAML"):
+        _build(args)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (CONF / "eval").glob("*.yaml")))
+def test_every_eval_config_parses(config):
+    parser = eval_script.build_parser()
+    parsed = parser.parse_args(["--config", str(CONF / "eval" / config), "--checkpoint", "x"])
+    sets = parser.instantiate(parsed)
+    assert sets.zeroshot or sets.retrieval
+    assert all(spec.name for spec in [*sets.zeroshot, *sets.retrieval])
