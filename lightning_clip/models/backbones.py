@@ -4,8 +4,9 @@ import contextlib
 import difflib
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import safetensors.torch
 import timm
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,41 @@ def _naming_failures(message: str):
         raise ValueError(f"{message} ({type(error).__name__}: {reason})") from error
 
 
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a `.safetensors` file or a `.pth`/`.pt`/`.bin` torch file (never unpickled)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return safetensors.torch.load_file(str(path))
+    with _naming_failures(f"{path}: cannot read weights"):
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(content, dict) and isinstance(content.get(key), dict):
+            content = content[key]
+    return content
+
+
+def load_by_position(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+    """Load tensors in file order onto `model`'s parameters and buffers in its own order.
+
+    For weights converted from another library, whose names differ but whose order and
+    shapes match; every shape is checked so a wrong pairing fails loudly.
+    """
+    target = model.state_dict()
+    if len(state_dict) != len(target):
+        raise ValueError(
+            f"{source}: {len(state_dict)} tensors, but {type(model).__name__} has "
+            f"{len(target)}; loading by position needs the same number"
+        )
+    pairs = zip(target.items(), state_dict.items(), strict=True)
+    for position, ((name, tensor), (file_name, file_tensor)) in enumerate(pairs):
+        if tensor.shape != file_tensor.shape:
+            raise ValueError(
+                f"{source}: tensor {position} ({file_name}, {tuple(file_tensor.shape)}) does "
+                f"not fit {name} {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(dict(zip(target, state_dict.values(), strict=True)))
+
+
 class TimmImageBackbone(nn.Module):
     """A timm model without its classifier: (B, 3, H, W) images -> (B, D) pooled features.
 
@@ -37,6 +73,7 @@ class TimmImageBackbone(nn.Module):
         pretrained_file: str | None = None,
         image_size: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        pretrained_keys: Literal["name", "position"] = "name",
     ):
         super().__init__()
         if not timm.is_model(model_name):
@@ -52,8 +89,33 @@ class TimmImageBackbone(nn.Module):
         if pretrained_file is not None and not Path(pretrained_file).is_file():
             raise ValueError(f"image_tower.pretrained_file: no such file {pretrained_file!r}")
 
-        overlay = {"file": str(pretrained_file)} if pretrained_file else None
-        self.model = self._create(model_name, pretrained_file, overlay, image_size, model_kwargs)
+        require(
+            pretrained_keys in ("name", "position"), "image_tower.pretrained_keys",
+            pretrained_keys, "'name' or 'position'",
+        )  # fmt: skip
+        if pretrained_file is None or pretrained_keys == "name":
+            # timm reads the file itself and drops the classifier it does not need
+            overlay = {"file": str(pretrained_file)} if pretrained_file else None
+            try:
+                self.model = self._create(
+                    model_name, image_size, model_kwargs,
+                    pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,
+                    num_classes=0,
+                )  # fmt: skip
+            except RuntimeError as error:
+                if pretrained_file is None:
+                    raise
+                reason = str(error).splitlines()[0][:200]
+                raise ValueError(
+                    f"image_tower.pretrained_file: {pretrained_file} does not match "
+                    f"{model_name} by name ({reason}); for converted weights in the same "
+                    "order set pretrained_keys: position"
+                ) from error
+        else:
+            # weights saved under another library's names: the classifier stays until loaded
+            self.model = self._create(model_name, image_size, model_kwargs)
+            load_by_position(self.model, read_state_dict(pretrained_file), pretrained_file)
+            self.model.reset_classifier(0)
 
         # the backbone's own preprocessing, at the resolution the model was built for
         if image_size is None:
@@ -63,15 +125,9 @@ class TimmImageBackbone(nn.Module):
         self.width = self._measure_width()
 
     @staticmethod
-    def _create(model_name, pretrained_file, overlay, image_size, model_kwargs) -> nn.Module:
+    def _create(model_name, image_size, model_kwargs, **create_kwargs) -> nn.Module:
         kwargs = dict(model_kwargs or {})
-        create = functools.partial(
-            timm.create_model,
-            model_name,
-            pretrained=pretrained_file is not None,
-            pretrained_cfg_overlay=overlay,
-            num_classes=0,
-        )
+        create = functools.partial(timm.create_model, model_name, **create_kwargs)
         if image_size is None or "img_size" in kwargs:
             return create(**kwargs)
         try:

@@ -1,6 +1,6 @@
 """Image and text towers: a backbone followed by a head that lands in the shared space."""
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -26,19 +26,27 @@ class ImageTower(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
         proj: ProjectionKind = "linear",
         freeze_backbone: bool = False,
+        pretrained_keys: Literal["name", "position"] = "name",
     ):
         """
         Args:
             embed_dim: Size of the shared image-text space; given by the model, not by YAML.
             model_name: Any timm model name, e.g. ``resnet50`` or ``vit_base_patch16_224``.
             pretrained_file: Local ``.safetensors``/``.pth`` weights; random weights if unset.
+                The backbone's pretrained data config (size, interpolation, mean, std) is
+                used for the transforms either way.
             image_size: Input resolution; overrides the size in the backbone's data config.
             model_kwargs: Extra keyword arguments for ``timm.create_model``.
             proj: Projection from backbone width to ``embed_dim``: linear, mlp or none.
             freeze_backbone: Keep the backbone's weights and normalisation statistics fixed.
+            pretrained_keys: Match file tensors to the model by ``name`` (timm's own files)
+                or by ``position`` (weights converted from another library with the same
+                layout, e.g. efficientnet_pytorch files for ``tf_efficientnet_lite0``).
         """
         super().__init__()
-        self.backbone = TimmImageBackbone(model_name, pretrained_file, image_size, model_kwargs)
+        self.backbone = TimmImageBackbone(
+            model_name, pretrained_file, image_size, model_kwargs, pretrained_keys
+        )
         self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:

