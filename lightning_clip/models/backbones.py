@@ -93,24 +93,23 @@ class TimmImageBackbone(nn.Module):
             pretrained_keys in ("name", "position"), "image_tower.pretrained_keys",
             pretrained_keys, "'name' or 'position'",
         )  # fmt: skip
-        if pretrained_file is None or pretrained_keys == "name":
-            # timm reads the file itself and drops the classifier it does not need
-            overlay = {"file": str(pretrained_file)} if pretrained_file else None
+        if pretrained_file is None:
+            self.model = self._create(model_name, image_size, model_kwargs, num_classes=0)
+        elif pretrained_keys == "name":
+            # built with its classifier, timm loads strictly: a file that does not fit fails
             try:
                 self.model = self._create(
                     model_name, image_size, model_kwargs,
-                    pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,
-                    num_classes=0,
+                    pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_file)},
                 )  # fmt: skip
             except RuntimeError as error:
-                if pretrained_file is None:
-                    raise
                 reason = str(error).splitlines()[0][:200]
                 raise ValueError(
                     f"image_tower.pretrained_file: {pretrained_file} does not match "
                     f"{model_name} by name ({reason}); for converted weights in the same "
                     "order set pretrained_keys: position"
                 ) from error
+            self.model.reset_classifier(0)
         else:
             # weights saved under another library's names: the classifier stays until loaded
             self.model = self._create(model_name, image_size, model_kwargs)

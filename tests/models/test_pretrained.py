@@ -116,3 +116,24 @@ def test_minilm_tower_features_equal_the_packaged_model():
 def test_foreign_weights_by_name_suggest_loading_by_position():
     with pytest.raises(ValueError, match="does not match tf_efficientnet_lite0 by name"):
         ImageTower(16, "tf_efficientnet_lite0", pretrained_file=EFFICIENTNET_FILE)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_timm_weights_by_name_round_trip(tmp_path, suffix):
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".pth":
+        torch.save(source.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(source.state_dict(), str(path))
+
+    tower = ImageTower(
+        16, "resnet18", pretrained_file=str(path), model_kwargs={"num_classes": 10}
+    ).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = source.forward_head(source.forward_features(images), pre_logits=True)
+        assert_close(tower.backbone(images), expected)
