@@ -57,3 +57,24 @@ def test_coco_mini_config_trains_and_logs_retrieval(tmp_path):
     # recall@K can only grow with K
     assert logged[metrics.text_to_image_key(10)] >= logged[metrics.text_to_image_key(1)]
     assert math.isfinite(logged[metrics.VAL_LOSS].item())
+
+
+@pytest.mark.data
+def test_lit_recipe_retrieves_held_out_coco_photos_far_above_chance(tmp_path):
+    root = shared_data("coco_captions_mini")
+    cli = cli_main([
+        "fit",
+        "--config", str(CONF / "experiment" / "lit_coco.yaml"),
+        "--data.train_file", str(Path(root) / "captions.csv"),
+        "--trainer.max_epochs", "3",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    logged = cli.trainer.callback_metrics
+    num_val_images = len(cli.datamodule.val_records)
+    assert num_val_images == 68
+
+    # chance: an image's 5 captions among 340 at rank 1, a caption's image among 68
+    assert logged[metrics.image_to_text_key(1)].item() > 10 * (5 / 340)
+    assert logged[metrics.text_to_image_key(1)].item() > 10 * (1 / num_val_images)
+    assert logged[metrics.text_to_image_key(5)].item() > 0.4

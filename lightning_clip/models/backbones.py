@@ -125,8 +125,8 @@ class TimmImageBackbone(nn.Module):
 
     @staticmethod
     def _create(model_name, image_size, model_kwargs, **create_kwargs) -> nn.Module:
-        kwargs = dict(model_kwargs or {})
-        create = functools.partial(timm.create_model, model_name, **create_kwargs)
+        kwargs = {**(model_kwargs or {}), **create_kwargs}
+        create = functools.partial(timm.create_model, model_name)
         if image_size is None or "img_size" in kwargs:
             return create(**kwargs)
         try:
