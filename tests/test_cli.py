@@ -58,8 +58,11 @@ def _config_args(path: Path, tmp_path: Path, digits_root: Path) -> list[str]:
     return args
 
 
+# eval files are for eval.py; single towers are built in tests/models/test_catalogue.py
 CONFIGS = sorted(
-    str(path.relative_to(CONF)) for path in CONF.glob("**/*.yaml") if path.parts[-2] != "eval"
+    str(path.relative_to(CONF))
+    for path in CONF.glob("**/*.yaml")
+    if path.parts[-2] not in ("eval", "image", "text")
 )
 
 
@@ -165,3 +168,19 @@ def test_every_eval_config_parses(config):
     sets = parser.instantiate(parsed)
     assert sets.zeroshot or sets.retrieval
     assert all(spec.name for spec in [*sets.zeroshot, *sets.retrieval])
+
+
+def test_towers_swap_by_yaml_alone(tmp_path, digits_root):
+    args = _tiny_args(tmp_path, digits_root) + [
+        "--model.image_tower", str(CONF / "model" / "image" / "mobilenetv3_large.yaml"),
+        "--model.image_tower.init_args.image_size", "64",
+        # arguments of the replaced tower carry over when their names match: clear them
+        "--model.image_tower.init_args.model_kwargs", "null",
+        "--model.text_tower", str(CONF / "model" / "text" / "distilbert.yaml"),
+        "--model.text_tower.init_args.config", '{"dim": 32, "n_layers": 1, "n_heads": 2}',
+    ]  # fmt: skip
+    cli = _build(args)
+    model = cli.model.model
+    assert type(model.image_tower.backbone.model).__name__ == "MobileNetV3"
+    assert type(model.text_tower.backbone.model).__name__ == "DistilBertModel"
+    assert cli.datamodule.image_data_config["input_size"] == (3, 64, 64)
