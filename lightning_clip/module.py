@@ -18,11 +18,13 @@ from lightning_clip.models import CLIPModel, ImageTower, TextTower
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed group and a `weight_decay=0` group.
+    """Split trainable parameters by weight decay and learning-rate scale.
 
     Exempt from decay: biases and normalisation weights (every parameter with fewer than two
     dimensions, `logit_scale` included), embedding tables, and whatever a backbone lists in
-    its own `no_weight_decay()` (timm's positional embeddings and class tokens).
+    its own `no_weight_decay()` (timm's positional embeddings and class tokens). Each group
+    carries `lr_scale` (per tower, and per layer with layer-wise decay), which the
+    scheduler multiplies into the learning rate.
     """
     exempt = set()
     for module_name, module in model.named_modules():
@@ -32,15 +34,22 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
         if hasattr(module, "no_weight_decay") and callable(module.no_weight_decay):
             exempt.update(f"{prefix}{name}" for name in module.no_weight_decay())
 
-    decay, no_decay = [], []
+    lr_scales = {}
+    for tower_name, tower in model.named_children():
+        if hasattr(tower, "lr_scales"):
+            lr_scales.update({f"{tower_name}.{n}": v for n, v in tower.lr_scales().items()})
+
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if parameter.ndim < 2 or name in exempt:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = parameter.ndim >= 2 and name not in exempt
+        groups.setdefault((decay, lr_scales.get(name, 1.0)), []).append(parameter)
+
+    return [
+        {"params": params, "lr_scale": scale, **({} if decay else {"weight_decay": 0.0})}
+        for (decay, scale), params in sorted(groups.items(), key=lambda item: item[0], reverse=True)
+    ]
 
 
 class CLIPLitModule(pl.LightningModule):

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import safetensors.torch
 import timm
 import torch
+from timm.models import group_parameters
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -160,6 +161,12 @@ class TimmImageBackbone(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.set_grad_checkpointing(enable)
 
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names from input to output, grouped as timm's coarse group_matcher does:
+        the stem, then one group per block or stage."""
+        groups = group_parameters(self.model, self.model.group_matcher(coarse=True))
+        return [[f"model.{name}" for name in groups[key]] for key in sorted(groups)]
+
     def no_weight_decay(self) -> set[str]:
         """Names of parameters the model itself marks as exempt (positional embeddings...)."""
         names = getattr(self.model, "no_weight_decay", lambda: set())()
@@ -229,6 +236,28 @@ class HFTextBackbone(nn.Module):
             return AutoConfig.for_model(model_type, **config)
         except ValueError as error:
             raise ValueError(f"text_tower.model_type: {error}") from None
+
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names from input to output: the embeddings, then one group per
+        transformer layer; final norms and poolers join the last layer."""
+        blocks = max(
+            (m for m in self.model.modules() if isinstance(m, nn.ModuleList)),
+            key=len,
+            default=None,
+        )
+        if blocks is None:
+            return [[f"model.{name}" for name, _ in self.model.named_parameters()]]
+
+        block_of = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+        groups: list[list[str]] = [[] for _ in range(len(blocks) + 1)]
+        seen_blocks = False
+        for name, parameter in self.model.named_parameters():
+            if id(parameter) in block_of:
+                seen_blocks = True
+                groups[block_of[id(parameter)] + 1].append(f"model.{name}")
+            else:
+                groups[-1 if seen_blocks else 0].append(f"model.{name}")
+        return [group for group in groups if group]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:

@@ -5,16 +5,75 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_clip.errors import require
 from lightning_clip.models.backbones import HFTextBackbone, TimmImageBackbone
 from lightning_clip.models.heads import ProjectionKind, TextPool, build_projection, pool_tokens
 
 
-def _freeze(module: nn.Module) -> None:
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
+class Tower(nn.Module):
+    """What both towers share: locking the backbone, and learning-rate scales per layer."""
+
+    backbone: nn.Module
+
+    def _setup_training(
+        self,
+        name: str,
+        freeze_backbone: bool,
+        unlocked_layers: int,
+        lr_scale: float,
+        layer_decay: float | None,
+    ) -> None:
+        require(unlocked_layers >= 0, f"{name}.unlocked_layers", unlocked_layers, "0 or more")
+        require(
+            unlocked_layers == 0 or freeze_backbone, f"{name}.unlocked_layers", unlocked_layers,
+            "0 unless freeze_backbone is true (it unlocks the top of a locked backbone)",
+        )  # fmt: skip
+        require(lr_scale > 0, f"{name}.lr_scale", lr_scale, "positive")
+        require(
+            layer_decay is None or 0 < layer_decay <= 1, f"{name}.layer_decay", layer_decay,
+            "null or in (0, 1]",
+        )  # fmt: skip
+        self.freeze_backbone = freeze_backbone
+        self.lr_scale = lr_scale
+        self.layer_decay = layer_decay
+        if not freeze_backbone:
+            return
+
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+        parameters = dict(self.backbone.named_parameters())
+        groups = self.backbone.layer_groups()
+        for group in groups[len(groups) - unlocked_layers :] if unlocked_layers else []:
+            for parameter_name in group:
+                parameters[parameter_name].requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "Tower":
+        super().train(mode)
+        if self.freeze_backbone:
+            # locked parts keep their BatchNorm statistics and run without dropout
+            for module in self.backbone.modules():
+                parameters = list(module.parameters())
+                if parameters and not any(p.requires_grad for p in parameters):
+                    module.eval()
+        return self
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multiplier of every parameter, by name within the tower.
+
+        The tower's `lr_scale`, times `layer_decay` to the power of a backbone layer's
+        distance from the top (layer-wise decay; the head counts as the top).
+        """
+        scales = {name: self.lr_scale for name, _ in self.named_parameters()}
+        if self.layer_decay is None:
+            return scales
+        groups = self.backbone.layer_groups()
+        for depth, group in enumerate(reversed(groups), start=1):
+            for parameter_name in group:
+                scales[f"backbone.{parameter_name}"] = self.lr_scale * self.layer_decay**depth
+        return scales
 
 
-class ImageTower(nn.Module):
+class ImageTower(Tower):
     """A timm image backbone plus a projection: (B, 3, H, W) -> (B, E)."""
 
     def __init__(
@@ -27,6 +86,9 @@ class ImageTower(nn.Module):
         proj: ProjectionKind = "linear",
         freeze_backbone: bool = False,
         pretrained_keys: Literal["name", "position"] = "name",
+        unlocked_layers: int = 0,
+        lr_scale: float = 1.0,
+        layer_decay: float | None = None,
     ):
         """
         Args:
@@ -42,34 +104,30 @@ class ImageTower(nn.Module):
             pretrained_keys: Match file tensors to the model by ``name`` (timm's own files)
                 or by ``position`` (weights converted from another library with the same
                 layout, e.g. efficientnet_pytorch files for ``tf_efficientnet_lite0``).
+            unlocked_layers: With ``freeze_backbone``, keep the last N layer groups of the
+                backbone trainable (timm's coarse groups: the stem, then blocks or stages).
+            lr_scale: Multiplier of the optimizer's learning rate for this tower.
+            layer_decay: Layer-wise learning-rate decay: each backbone layer group below
+                the head gets this factor once more (e.g. 0.75); null turns it off.
         """
         super().__init__()
         self.backbone = TimmImageBackbone(
             model_name, pretrained_file, image_size, model_kwargs, pretrained_keys
         )
         self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            _freeze(self.backbone)
+        self._setup_training("image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)
 
     @property
     def data_config(self) -> dict[str, Any]:
         """The backbone's preprocessing: input_size, interpolation, mean, std, crop_pct."""
         return dict(self.backbone.data_config)
 
-    def train(self, mode: bool = True) -> "ImageTower":
-        super().train(mode)
-        if self.freeze_backbone:
-            # a locked tower keeps its BatchNorm statistics and disables dropout
-            self.backbone.eval()
-        return self
-
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, E), not yet normalised."""
         return self.head(self.backbone(images))
 
 
-class TextTower(nn.Module):
+class TextTower(Tower):
     """A Hugging Face text backbone, pooling and a projection: (B, L) tokens -> (B, E)."""
 
     def __init__(
@@ -83,6 +141,9 @@ class TextTower(nn.Module):
         context_length: int = 32,
         proj: ProjectionKind = "linear",
         freeze_backbone: bool = False,
+        unlocked_layers: int = 0,
+        lr_scale: float = 1.0,
+        layer_decay: float | None = None,
     ):
         """
         Args:
@@ -98,15 +159,18 @@ class TextTower(nn.Module):
                 are truncated.
             proj: Projection from backbone width to ``embed_dim``: linear, mlp or none.
             freeze_backbone: Keep the backbone's weights fixed (LiT-style training).
+            unlocked_layers: With ``freeze_backbone``, keep the last N transformer layers
+                trainable (final norm and pooler go with the last).
+            lr_scale: Multiplier of the optimizer's learning rate for this tower.
+            layer_decay: Layer-wise learning-rate decay: each backbone layer below the head
+                gets this factor once more (e.g. 0.75); null turns it off.
         """
         super().__init__()
         self.backbone = HFTextBackbone(pretrained_dir, model_type, config, tokenizer_dir)
         self.head = build_projection(self.backbone.width, embed_dim, proj, "text_tower")
         self.pool = pool
         self.context_length = context_length
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            _freeze(self.backbone)
+        self._setup_training("text_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)
 
         max_positions = getattr(self.backbone.model.config, "max_position_embeddings", None)
         if max_positions is not None and context_length > max_positions:
@@ -118,12 +182,6 @@ class TextTower(nn.Module):
     @property
     def tokenizer(self):
         return self.backbone.tokenizer
-
-    def train(self, mode: bool = True) -> "TextTower":
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()
-        return self
 
     def attention_mask(self, tokens: Tensor) -> Tensor:
         """(B, L) tokens -> (B, L) mask of real tokens, assuming right padding."""
