@@ -106,6 +106,11 @@ class CLIPLitModule(pl.LightningModule):
         """The image backbone's preprocessing: input_size, interpolation, mean, std."""
         return self.model.image_tower.data_config
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the preprocessing the weights expect travels with them, readable without the code
+        checkpoint["image_data_config"] = dict(self.image_data_config)
+        checkpoint["context_length"] = self.model.text_tower.context_length
+
     @torch.no_grad()
     def encode_captions(self, captions: list[str], batch_size: int = 256) -> Tensor:
         """Captions -> (B, E) normalised text features, in batches."""

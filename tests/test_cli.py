@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 import eval as eval_script
 from lightning_clip import metrics
@@ -116,6 +117,9 @@ def test_short_fit_logs_every_metric_and_eval_reads_the_checkpoint(tmp_path, dig
     assert (log_dir / "config.yaml").is_file()
     checkpoint = log_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert saved["image_data_config"] == cli.model.image_data_config
+    assert saved["context_length"] == 8
 
     output = tmp_path / "results.json"
     results = eval_script.main([
