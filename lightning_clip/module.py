@@ -14,7 +14,7 @@ from lightning_clip import metrics
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.errors import require
 from lightning_clip.losses import ContrastiveLoss
-from lightning_clip.models import CLIPModel, ImageTower, TextTower
+from lightning_clip.models import CLIPModel, HFImageTower, ImageTower, TextTower
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ class CLIPLitModule(pl.LightningModule):
 
     def __init__(
         self,
-        image_tower: Callable[[int], ImageTower],
+        image_tower: Callable[[int], ImageTower | HFImageTower],
         text_tower: Callable[[int], TextTower],
         embed_dim: int = 256,
         init_logit_scale: float = math.log(1 / 0.07),

@@ -11,7 +11,13 @@ import timm
 import torch
 from timm.models import group_parameters
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from lightning_clip.errors import require
 
@@ -177,6 +183,137 @@ class TimmImageBackbone(nn.Module):
         return self.model(images)
 
 
+def hf_layer_groups(model: nn.Module) -> list[list[str]]:
+    """Parameter names from input to output: the embeddings, then one group per transformer
+    layer (the longest ModuleList); final norms and poolers join the last layer."""
+    blocks = max(
+        (m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None
+    )
+    if blocks is None:
+        return [[f"model.{name}" for name, _ in model.named_parameters()]]
+
+    block_of = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    groups: list[list[str]] = [[] for _ in range(len(blocks) + 1)]
+    seen_blocks = False
+    for name, parameter in model.named_parameters():
+        if id(parameter) in block_of:
+            seen_blocks = True
+            groups[block_of[id(parameter)] + 1].append(f"model.{name}")
+        else:
+            groups[-1 if seen_blocks else 0].append(f"model.{name}")
+    return [group for group in groups if group]
+
+
+def _hf_model(pretrained_dir: str | None, model_type: str | None, config: dict, key: str):
+    """A Hugging Face AutoModel from a local directory, or from a config with random weights."""
+    if (pretrained_dir is None) == (model_type is None):
+        raise ValueError(
+            f"{key}: give exactly one of pretrained_dir (local weights) or model_type "
+            f"(random weights); got pretrained_dir={pretrained_dir!r}, "
+            f"model_type={model_type!r}"
+        )
+    if pretrained_dir is not None:
+        if not Path(pretrained_dir).is_dir():
+            raise ValueError(f"{key}.pretrained_dir: no such directory {pretrained_dir!r}")
+        with _naming_failures(f"{key}.pretrained_dir: cannot load {pretrained_dir}"):
+            hf_config = AutoConfig.from_pretrained(pretrained_dir, local_files_only=True, **config)
+            return AutoModel.from_pretrained(
+                pretrained_dir, config=hf_config, local_files_only=True
+            )
+    try:
+        hf_config = AutoConfig.for_model(model_type, **config)
+    except ValueError as error:
+        raise ValueError(f"{key}.model_type: {error}") from None
+    return AutoModel.from_config(hf_config)
+
+
+# PIL resampling codes, as Hugging Face image processors store them, to timm's names
+_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+class HFImageBackbone(nn.Module):
+    """A Hugging Face vision model (CLIP vision, SigLIP, DINOv2...): images -> (B, D) features.
+
+    Pooling: ``pooler`` (the model's own: CLIP's class token, SigLIP's attention head,
+    DINOv2's normalised class token), ``cls`` (first token) or ``mean`` (all tokens). The
+    preprocessing comes from the directory's image processor when it has one.
+    """
+
+    def __init__(
+        self,
+        pretrained_dir: str | None = None,
+        model_type: str | None = None,
+        config: dict[str, Any] | None = None,
+        image_size: int | None = None,
+        pool: Literal["pooler", "cls", "mean"] = "pooler",
+        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    ):
+        super().__init__()
+        require(
+            pool in ("pooler", "cls", "mean"), "image_tower.pool", pool,
+            "'pooler', 'cls' or 'mean'",
+        )  # fmt: skip
+        config = dict(config or {})
+        if image_size is not None and model_type is not None:
+            config["image_size"] = image_size
+        self.model = _hf_model(pretrained_dir, model_type, config, "image_tower")
+        self.pool = pool
+        self.width = self.model.config.hidden_size
+
+        built_size = self.model.config.image_size
+        self.image_size = image_size or built_size
+        self.interpolate = self.image_size != built_size
+        self.data_config = self._data_config(pretrained_dir, image_mean, image_std)
+
+    def _data_config(self, pretrained_dir, image_mean, image_std) -> dict[str, Any]:
+        config = {
+            "input_size": (3, self.image_size, self.image_size),
+            "interpolation": "bicubic",
+            "mean": tuple(image_mean),
+            "std": tuple(image_std),
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+        }
+        if (
+            pretrained_dir is None
+            or not (Path(pretrained_dir) / "preprocessor_config.json").is_file()
+        ):
+            return config
+
+        with _naming_failures(f"image_tower.pretrained_dir: cannot read {pretrained_dir}"):
+            processor = AutoImageProcessor.from_pretrained(pretrained_dir, local_files_only=True)
+        config["mean"] = tuple(processor.image_mean)
+        config["std"] = tuple(processor.image_std)
+        resample = getattr(processor, "resample", None)
+        config["interpolation"] = (
+            _RESAMPLE_NAMES.get(int(resample), "bicubic") if resample is not None else "bicubic"
+        )
+        resize = getattr(processor, "size", None) or {}
+        shortest = resize.get("shortest_edge") or resize.get("height")
+        if shortest and getattr(processor, "do_center_crop", False):
+            config["crop_pct"] = self.image_size / shortest
+        return config
+
+    def layer_groups(self) -> list[list[str]]:
+        return hf_layer_groups(self.model)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.model.gradient_checkpointing_enable()
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, D)."""
+        kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        output = self.model(pixel_values=images, **kwargs)
+        if self.pool == "pooler":
+            return output.pooler_output
+        tokens = output.last_hidden_state  # (B, N, D)
+        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
+
+
 class HFTextBackbone(nn.Module):
     """A Hugging Face AutoModel: (B, L) tokens -> (B, L, D) token states and (B, D) pooler.
 
@@ -201,63 +338,31 @@ class HFTextBackbone(nn.Module):
         tokenizer_dir = tokenizer_dir or pretrained_dir
         if tokenizer_dir is None:
             raise ValueError("text_tower.tokenizer_dir: required when building from model_type")
-        for key, path in (("pretrained_dir", pretrained_dir), ("tokenizer_dir", tokenizer_dir)):
-            if path is not None and not Path(path).is_dir():
-                raise ValueError(f"text_tower.{key}: no such directory {path!r}")
+        if not Path(tokenizer_dir).is_dir():
+            key = "tokenizer_dir" if tokenizer_dir != pretrained_dir else "pretrained_dir"
+            raise ValueError(f"text_tower.{key}: no such directory {tokenizer_dir!r}")
 
         key = "tokenizer_dir" if tokenizer_dir != pretrained_dir else "pretrained_dir"
         with _naming_failures(f"text_tower.{key}: cannot load a tokenizer from {tokenizer_dir}"):
             self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
                 tokenizer_dir, local_files_only=True
             )
-        if pretrained_dir is not None:
-            with _naming_failures(f"text_tower.pretrained_dir: cannot load {pretrained_dir}"):
-                hf_config = AutoConfig.from_pretrained(
-                    pretrained_dir, local_files_only=True, **(config or {})
+        config = dict(config or {})
+        if model_type is not None:
+            # the embedding table must cover every id the tokenizer can produce
+            config = {"vocab_size": len(self.tokenizer), **config}
+            if config["vocab_size"] < len(self.tokenizer):
+                raise ValueError(
+                    f"text_tower.config.vocab_size={config['vocab_size']} is smaller than the "
+                    f"tokenizer's vocabulary ({len(self.tokenizer)})"
                 )
-                self.model = AutoModel.from_pretrained(
-                    pretrained_dir, config=hf_config, local_files_only=True
-                )
-        else:
-            self.model = AutoModel.from_config(self._random_config(model_type, config or {}))
+        self.model = _hf_model(pretrained_dir, model_type, config, "text_tower")
 
         self.width = self.model.config.hidden_size
         self.pad_token_id = self.tokenizer.pad_token_id
 
-    def _random_config(self, model_type: str, config: dict[str, Any]):
-        # the embedding table must cover every id the tokenizer can produce
-        config = {"vocab_size": len(self.tokenizer), **config}
-        if config["vocab_size"] < len(self.tokenizer):
-            raise ValueError(
-                f"text_tower.config.vocab_size={config['vocab_size']} is smaller than the "
-                f"tokenizer's vocabulary ({len(self.tokenizer)})"
-            )
-        try:
-            return AutoConfig.for_model(model_type, **config)
-        except ValueError as error:
-            raise ValueError(f"text_tower.model_type: {error}") from None
-
     def layer_groups(self) -> list[list[str]]:
-        """Parameter names from input to output: the embeddings, then one group per
-        transformer layer; final norms and poolers join the last layer."""
-        blocks = max(
-            (m for m in self.model.modules() if isinstance(m, nn.ModuleList)),
-            key=len,
-            default=None,
-        )
-        if blocks is None:
-            return [[f"model.{name}" for name, _ in self.model.named_parameters()]]
-
-        block_of = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
-        groups: list[list[str]] = [[] for _ in range(len(blocks) + 1)]
-        seen_blocks = False
-        for name, parameter in self.model.named_parameters():
-            if id(parameter) in block_of:
-                seen_blocks = True
-                groups[block_of[id(parameter)] + 1].append(f"model.{name}")
-            else:
-                groups[-1 if seen_blocks else 0].append(f"model.{name}")
-        return [group for group in groups if group]
+        return hf_layer_groups(self.model)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_clip.models.towers import ImageTower, TextTower
+from lightning_clip.models.towers import HFImageTower, ImageTower, TextTower
 
 
 @dataclass
@@ -22,7 +22,7 @@ class CLIPModel(nn.Module):
 
     def __init__(
         self,
-        image_tower: ImageTower,
+        image_tower: ImageTower | HFImageTower,
         text_tower: TextTower,
         init_logit_scale: float = math.log(1 / 0.07),
         max_logit_scale: float = 100.0,

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_clip.errors import require
-from lightning_clip.models.backbones import HFTextBackbone, TimmImageBackbone
+from lightning_clip.models.backbones import HFImageBackbone, HFTextBackbone, TimmImageBackbone
 from lightning_clip.models.heads import ProjectionKind, TextPool, build_projection, pool_tokens
 
 
@@ -113,6 +113,70 @@ class ImageTower(Tower):
         super().__init__()
         self.backbone = TimmImageBackbone(
             model_name, pretrained_file, image_size, model_kwargs, pretrained_keys
+        )
+        self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
+        self._setup_training("image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The backbone's preprocessing: input_size, interpolation, mean, std, crop_pct."""
+        return dict(self.backbone.data_config)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, E), not yet normalised."""
+        return self.head(self.backbone(images))
+
+
+class HFImageTower(Tower):
+    """A Hugging Face vision backbone plus a projection: (B, 3, H, W) -> (B, E).
+
+    An alternative to the timm `ImageTower` for CLIP vision, SigLIP, DINOv2 and other
+    AutoModel vision encoders.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        pretrained_dir: str | None = None,
+        model_type: str | None = None,
+        config: dict[str, Any] | None = None,
+        image_size: int | None = None,
+        pool: Literal["pooler", "cls", "mean"] = "pooler",
+        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        proj: ProjectionKind = "linear",
+        freeze_backbone: bool = False,
+        unlocked_layers: int = 0,
+        lr_scale: float = 1.0,
+        layer_decay: float | None = None,
+    ):
+        """
+        Args:
+            embed_dim: Size of the shared image-text space; given by the model, not by YAML.
+            pretrained_dir: Local Hugging Face directory with weights, config and, ideally,
+                the image processor whose size, mean and std the transforms then use.
+            model_type: Hugging Face model type (``clip_vision_model``,
+                ``siglip_vision_model``, ``dinov2``...) built with random weights.
+            config: Hugging Face config values (sizes, patch size...).
+            image_size: Input resolution; pretrained position embeddings are interpolated.
+            pool: ``pooler`` (the model's own pooling), ``cls`` (first token) or ``mean``.
+            image_mean: Normalisation mean when the directory has no image processor.
+            image_std: Normalisation std when the directory has no image processor.
+            proj: Projection from backbone width to ``embed_dim``: linear, mlp or none.
+            freeze_backbone: Keep the backbone's weights and normalisation fixed.
+            unlocked_layers: With ``freeze_backbone``, keep the last N transformer layers
+                trainable (final norm and pooler go with the last).
+            lr_scale: Multiplier of the optimizer's learning rate for this tower.
+            layer_decay: Layer-wise learning-rate decay per transformer layer below the
+                head; null turns it off.
+        """
+        super().__init__()
+        require(
+            image_size is None or image_size >= 1, "image_tower.image_size", image_size,
+            "null or at least 1",
+        )  # fmt: skip
+        self.backbone = HFImageBackbone(
+            pretrained_dir, model_type, config, image_size, pool, image_mean, image_std
         )
         self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
         self._setup_training("image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)

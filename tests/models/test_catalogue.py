@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lightning_clip.cli import register_resolvers
-from lightning_clip.models import ImageTower, TextTower
+from lightning_clip.models import HFImageTower, ImageTower, TextTower
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 EMBED_DIM = 16
@@ -35,10 +35,13 @@ def _init_args(path: Path) -> dict:
 @pytest.mark.parametrize("name", sorted(p.name for p in (CONF / "image").glob("*.yaml")))
 def test_image_tower_config_builds_and_embeds(name):
     class_path, init_args = _init_args(CONF / "image" / name)
-    assert class_path == "lightning_clip.models.ImageTower"
+    tower_class = {
+        "lightning_clip.models.ImageTower": ImageTower,
+        "lightning_clip.models.HFImageTower": HFImageTower,
+    }[class_path]
 
     torch.manual_seed(0)
-    tower = ImageTower(EMBED_DIM, **{**init_args, "image_size": 64}).eval()
+    tower = tower_class(EMBED_DIM, **{**init_args, "image_size": 64}).eval()
     with torch.no_grad():
         features = tower(torch.randn(2, 3, 64, 64))
     assert features.shape == (2, EMBED_DIM) and torch.isfinite(features).all()

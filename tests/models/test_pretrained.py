@@ -137,3 +137,30 @@ def test_timm_weights_by_name_round_trip(tmp_path, suffix):
     with torch.no_grad():
         expected = source.forward_head(source.forward_features(images), pre_logits=True)
         assert_close(tower.backbone(images), expected)
+
+
+def test_hf_vision_tower_loads_a_local_directory_with_its_processor(tmp_path):
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from lightning_clip.models import HFImageTower
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        image_size=32, patch_size=8,
+    )  # fmt: skip
+    saved = CLIPVisionModel(config).eval()
+    saved.save_pretrained(tmp_path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(tmp_path)
+
+    tower = HFImageTower(16, pretrained_dir=str(tmp_path)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert_close(tower.backbone(images), saved(pixel_values=images).pooler_output)
+
+    data_config = tower.data_config
+    assert data_config["input_size"] == (3, 32, 32)
+    assert data_config["interpolation"] == "bicubic"
+    assert data_config["mean"] == pytest.approx((0.4815, 0.4578, 0.4082), abs=1e-4)
