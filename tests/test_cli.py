@@ -188,3 +188,35 @@ def test_towers_swap_by_yaml_alone(tmp_path, digits_root):
     assert type(model.image_tower.backbone.model).__name__ == "MobileNetV3"
     assert type(model.text_tower.backbone.model).__name__ == "DistilBertModel"
     assert cli.datamodule.image_data_config["input_size"] == (3, 64, 64)
+
+
+def test_lora_set_in_yaml_trains_reloads_and_merges(tmp_path, digits_root):
+    from lightning_clip.evaluate import load_module
+    from lightning_clip.merge_lora import merge_checkpoint
+
+    args = ["fit"] + _tiny_args(tmp_path, digits_root) + [
+        "--model.image_tower.init_args.lora", '{"target_modules": ["qkv"], "rank": 2}',
+        "--model.text_tower.init_args.lora", '{"target_modules": ["query", "value"]}',
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+    ]  # fmt: skip
+    cli = cli_main(args)
+    checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
+    images = torch.randn(2, 3, 32, 32)
+
+    trained = cli.model.eval()
+    with torch.no_grad():
+        expected = trained.model.encode_image(images)
+    reloaded = load_module(checkpoint)
+    assert any("lora_" in name for name, _ in reloaded.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model.encode_image(images), expected)
+
+    merged = load_module(merge_checkpoint(checkpoint, tmp_path / "merged.ckpt"))
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged.model.encode_image(images), expected, atol=1e-5, rtol=1e-5
+        )

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from lightning_clip.errors import require
 from lightning_clip.models.backbones import HFImageBackbone, HFTextBackbone, TimmImageBackbone
 from lightning_clip.models.heads import ProjectionKind, TextPool, build_projection, pool_tokens
+from lightning_clip.models.lora import LoraSettings, add_lora, merge_lora
 
 
 class Tower(nn.Module):
@@ -22,6 +23,7 @@ class Tower(nn.Module):
         unlocked_layers: int,
         lr_scale: float,
         layer_decay: float | None,
+        lora: LoraSettings | None = None,
     ) -> None:
         require(unlocked_layers >= 0, f"{name}.unlocked_layers", unlocked_layers, "0 or more")
         require(
@@ -36,6 +38,14 @@ class Tower(nn.Module):
         self.freeze_backbone = freeze_backbone
         self.lr_scale = lr_scale
         self.layer_decay = layer_decay
+        if lora is not None:
+            # the backbone stays as it is; only the adapters learn
+            require(
+                not freeze_backbone and unlocked_layers == 0, f"{name}.lora", "set",
+                "used without freeze_backbone and unlocked_layers (it locks the rest itself)",
+            )  # fmt: skip
+            self.backbone.model = add_lora(self.backbone.model, lora, name)
+            return
         if not freeze_backbone:
             return
 
@@ -56,6 +66,10 @@ class Tower(nn.Module):
                 if parameters and not any(p.requires_grad for p in parameters):
                     module.eval()
         return self
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the backbone weights, leaving a plain backbone."""
+        merge_lora(self.backbone.model)
 
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate multiplier of every parameter, by name within the tower.
@@ -89,6 +103,7 @@ class ImageTower(Tower):
         unlocked_layers: int = 0,
         lr_scale: float = 1.0,
         layer_decay: float | None = None,
+        lora: LoraSettings | None = None,
     ):
         """
         Args:
@@ -109,13 +124,17 @@ class ImageTower(Tower):
             lr_scale: Multiplier of the optimizer's learning rate for this tower.
             layer_decay: Layer-wise learning-rate decay: each backbone layer group below
                 the head gets this factor once more (e.g. 0.75); null turns it off.
+            lora: LoRA adapters on the named backbone layers; the backbone's own weights
+                stay fixed and only the adapters (and the head) learn.
         """
         super().__init__()
         self.backbone = TimmImageBackbone(
             model_name, pretrained_file, image_size, model_kwargs, pretrained_keys
         )
         self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
-        self._setup_training("image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)
+        self._setup_training(
+            "image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay, lora
+        )
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -149,6 +168,7 @@ class HFImageTower(Tower):
         unlocked_layers: int = 0,
         lr_scale: float = 1.0,
         layer_decay: float | None = None,
+        lora: LoraSettings | None = None,
     ):
         """
         Args:
@@ -169,6 +189,8 @@ class HFImageTower(Tower):
             lr_scale: Multiplier of the optimizer's learning rate for this tower.
             layer_decay: Layer-wise learning-rate decay per transformer layer below the
                 head; null turns it off.
+            lora: LoRA adapters on the named backbone layers; the backbone's own weights
+                stay fixed and only the adapters (and the head) learn.
         """
         super().__init__()
         require(
@@ -179,7 +201,9 @@ class HFImageTower(Tower):
             pretrained_dir, model_type, config, image_size, pool, image_mean, image_std
         )
         self.head = build_projection(self.backbone.width, embed_dim, proj, "image_tower")
-        self._setup_training("image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)
+        self._setup_training(
+            "image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay, lora
+        )
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -208,6 +232,7 @@ class TextTower(Tower):
         unlocked_layers: int = 0,
         lr_scale: float = 1.0,
         layer_decay: float | None = None,
+        lora: LoraSettings | None = None,
     ):
         """
         Args:
@@ -228,13 +253,17 @@ class TextTower(Tower):
             lr_scale: Multiplier of the optimizer's learning rate for this tower.
             layer_decay: Layer-wise learning-rate decay: each backbone layer below the head
                 gets this factor once more (e.g. 0.75); null turns it off.
+            lora: LoRA adapters on the named backbone layers; the backbone's own weights
+                stay fixed and only the adapters (and the head) learn.
         """
         super().__init__()
         self.backbone = HFTextBackbone(pretrained_dir, model_type, config, tokenizer_dir)
         self.head = build_projection(self.backbone.width, embed_dim, proj, "text_tower")
         self.pool = pool
         self.context_length = context_length
-        self._setup_training("text_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay)
+        self._setup_training(
+            "text_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay, lora
+        )
 
         max_positions = getattr(self.backbone.model.config, "max_position_embeddings", None)
         if max_positions is not None and context_length > max_positions:
