@@ -106,3 +106,17 @@ def test_empty_tokenizer_directory_is_named(tmp_path):
 def test_zero_image_size_is_rejected():
     with pytest.raises(ValueError, match="image_tower.image_size=0"):
         ImageTower(EMBED_DIM, model_name="resnet18", image_size=0)
+
+
+def test_projection_kinds_map_width_to_embed_dim():
+    kwargs = {"model_name": "vit_tiny_patch16_224", "model_kwargs": {"depth": 1, "embed_dim": 32,
+              "num_heads": 2, "patch_size": 8}, "image_size": 32}  # fmt: skip
+    images = torch.randn(2, 3, 32, 32)
+
+    mlp = ImageTower(EMBED_DIM, proj="mlp", **kwargs).eval()
+    assert isinstance(mlp.head, torch.nn.Sequential) and mlp(images).shape == (2, EMBED_DIM)
+
+    # widths already equal: no projection at all, the backbone's features pass through
+    identity = ImageTower(32, proj="none", **kwargs).eval()
+    with torch.no_grad():
+        assert_close(identity(images), identity.backbone(images))
