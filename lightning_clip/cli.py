@@ -48,8 +48,10 @@ class CLIPCLI(LightningCLI):
             raise InputError(str(error)) from error
 
     def after_fit(self) -> None:
+        # every rank builds it: finding the log folder is a collective call under DDP
+        text = summary(self.trainer)
         if self.trainer.global_rank == 0:
-            print(summary(self.trainer))
+            print(text)
 
 
 def summary(trainer) -> str:

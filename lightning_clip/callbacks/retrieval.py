@@ -85,4 +85,5 @@ class RetrievalEval(Callback):
         )
         num_images = len(gallery)
         for key, value in results.items():
-            pl_module.log(key, value, batch_size=num_images)
+            # equal on every rank (computed from the gathered gallery); syncing is a no-op
+            pl_module.log(key, value, batch_size=num_images, sync_dist=True)

@@ -137,4 +137,7 @@ class ZeroShotEval(Callback):
             samples = self.samples
         results = self.evaluate(pl_module, samples)
         for metric, value in results.items():
-            pl_module.log(metrics.zeroshot_key(self.name, metric), value, batch_size=1)
+            # torchmetrics already synced the value across ranks
+            pl_module.log(
+                metrics.zeroshot_key(self.name, metric), value, batch_size=1, sync_dist=True
+            )
