@@ -51,3 +51,31 @@ class ContrastiveLoss(nn.Module):
         image_loss = F.cross_entropy(logits_per_image, labels)
         text_loss = F.cross_entropy(logits_per_text, labels)
         return (image_loss + text_loss) / 2
+
+
+class SigmoidLoss(nn.Module):
+    """SigLIP's loss (Zhai et al., 2023): every image-caption pair is its own binary task.
+
+    Each device scores its own images against the captions of all devices, a (B, world * B)
+    matrix; the full (world * B)^2 matrix never exists on one device. The loss is summed over
+    captions and averaged over images, as in the paper.
+    """
+
+    def forward(
+        self,
+        image_features: Tensor,
+        text_features: Tensor,
+        logit_scale: Tensor,
+        logit_bias: Tensor,
+    ) -> Tensor:
+        """(B, E) normalised features, the exponentiated scale and the bias -> scalar loss."""
+        rank, world_size = _world()
+        all_text_features = gather_with_grad(text_features)
+
+        logits = logit_scale * image_features @ all_text_features.T + logit_bias  # (B, W*B)
+        batch_size = image_features.shape[0]
+        labels = -torch.ones_like(logits)
+        own = torch.arange(batch_size, device=logits.device)
+        labels[own, own + rank * batch_size] = 1.0
+        # every rank averages over its own images; DDP's gradient mean makes it global
+        return -F.logsigmoid(labels * logits).sum() / batch_size

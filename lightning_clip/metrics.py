@@ -5,6 +5,7 @@ from torch import Tensor
 
 TRAIN_LOSS = "train/loss"
 TRAIN_LOGIT_SCALE = "train/logit_scale"
+TRAIN_LOGIT_BIAS = "train/logit_bias"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
 TRAIN_DATA_WAIT = "train/data_wait_seconds"

@@ -2,19 +2,20 @@
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from timm.scheduler import CosineLRScheduler
 from torch import Tensor, nn
 
 from lightning_clip import metrics
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.errors import require
-from lightning_clip.losses import ContrastiveLoss
-from lightning_clip.models import CLIPModel, HFImageTower, ImageTower, TextTower
+from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
+from lightning_clip.models import CLIPModel, CLIPOutput, HFImageTower, ImageTower, TextTower
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -52,6 +53,10 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     ]
 
 
+# per loss: the starting log-scale and logit bias (Radford et al., 2021; Zhai et al., 2023)
+LOSS_DEFAULTS = {"contrastive": (math.log(1 / 0.07), None), "sigmoid": (math.log(10), -10.0)}
+
+
 class CLIPLitModule(pl.LightningModule):
     """Contrastive image-text training of a `CLIPModel` over the global batch."""
 
@@ -60,7 +65,9 @@ class CLIPLitModule(pl.LightningModule):
         image_tower: Callable[[int], ImageTower | HFImageTower],
         text_tower: Callable[[int], TextTower],
         embed_dim: int = 256,
-        init_logit_scale: float = math.log(1 / 0.07),
+        loss: Literal["contrastive", "sigmoid"] = "contrastive",
+        init_logit_scale: float | None = None,
+        init_logit_bias: float | None = None,
         max_logit_scale: float = 100.0,
         local_loss: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -73,10 +80,15 @@ class CLIPLitModule(pl.LightningModule):
             image_tower: The image tower; built here with the shared `embed_dim`.
             text_tower: The text tower; built here with the shared `embed_dim`.
             embed_dim: Size of the shared image-text space, given to both towers.
-            init_logit_scale: Starting log of the similarity scale (log(1/0.07) as in CLIP).
+            loss: ``contrastive`` (CLIP's softmax over the global batch) or ``sigmoid``
+                (SigLIP: an independent binary task per image-caption pair, with a bias).
+            init_logit_scale: Starting log of the similarity scale; by default log(1/0.07)
+                as in CLIP, or log(10) for the sigmoid loss as in SigLIP.
+            init_logit_bias: Starting logit bias of the sigmoid loss (default -10, as in
+                SigLIP); the contrastive loss has none.
             max_logit_scale: Upper clamp of exp(logit_scale); 100 as in CLIP.
-            local_loss: Score each device's rows against all gathered columns only; same
-                gradients, smaller similarity matrix.
+            local_loss: Contrastive loss only: score each device's rows against all gathered
+                columns; same gradients, smaller similarity matrix.
             optimizer: Optimizer class and its arguments; weight decay is not applied to
                 biases, normalisation weights, embeddings or `logit_scale`.
             warmup_steps: Optimizer steps of linear warmup before the cosine decay.
@@ -89,10 +101,23 @@ class CLIPLitModule(pl.LightningModule):
         require(warmup_steps >= 0, "model.warmup_steps", warmup_steps, "0 or more")
         require(max_logit_scale > 0, "model.max_logit_scale", max_logit_scale, "positive")
 
+        require(loss in LOSS_DEFAULTS, "model.loss", loss, "'contrastive' or 'sigmoid'")
+        default_scale, default_bias = LOSS_DEFAULTS[loss]
+        if loss == "contrastive":
+            require(init_logit_bias is None, "model.init_logit_bias", init_logit_bias,
+                    "null with the contrastive loss, which has no bias")  # fmt: skip
+        else:
+            require(not local_loss, "model.local_loss", local_loss,
+                    "false with the sigmoid loss, which is always computed per device")  # fmt: skip
+
         self.model = CLIPModel(
-            image_tower(embed_dim), text_tower(embed_dim), init_logit_scale, max_logit_scale
+            image_tower(embed_dim),
+            text_tower(embed_dim),
+            default_scale if init_logit_scale is None else init_logit_scale,
+            max_logit_scale,
+            default_bias if init_logit_bias is None else init_logit_bias,
         )
-        self.loss_fn = ContrastiveLoss(local_loss=local_loss)
+        self.loss_fn = ContrastiveLoss(local_loss) if loss == "contrastive" else SigmoidLoss()
         self.optimizer = optimizer
 
     @property
@@ -105,6 +130,15 @@ class CLIPLitModule(pl.LightningModule):
     def image_data_config(self) -> dict[str, Any]:
         """The image backbone's preprocessing: input_size, interpolation, mean, std."""
         return self.model.image_tower.data_config
+
+    def on_fit_start(self) -> None:
+        if self.trainer.accumulate_grad_batches > 1:
+            rank_zero_warn(
+                f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches}: each "
+                "micro-batch is contrasted only with itself, so the loss sees "
+                "accumulate_grad_batches times fewer negatives than the effective batch "
+                "suggests; raise data.batch_size or trainer.devices instead"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the preprocessing the weights expect travels with them, readable without the code
@@ -121,17 +155,21 @@ class CLIPLitModule(pl.LightningModule):
         ]
         return torch.cat(features).float()
 
-    def _shared_step(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
+    def _shared_step(self, batch: dict) -> tuple[Tensor, CLIPOutput]:
         output = self.model(batch["image"], batch["text"])
-        loss = self.loss_fn(output.image_features, output.text_features, output.logit_scale)
-        return loss, output.image_features, output.logit_scale
+        features = (output.image_features, output.text_features, output.logit_scale)
+        if output.logit_bias is not None:
+            features += (output.logit_bias,)
+        return self.loss_fn(*features), output
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, _, scale = self._shared_step(batch)
+        loss, output = self._shared_step(batch)
 
         batch_size = batch["image"].shape[0]
         self.log(metrics.TRAIN_LOSS, loss, batch_size=batch_size, prog_bar=True)
-        self.log(metrics.TRAIN_LOGIT_SCALE, scale, batch_size=batch_size)
+        self.log(metrics.TRAIN_LOGIT_SCALE, output.logit_scale, batch_size=batch_size)
+        if output.logit_bias is not None:
+            self.log(metrics.TRAIN_LOGIT_BIAS, output.logit_bias, batch_size=batch_size)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
         self.log(
@@ -159,7 +197,8 @@ class CLIPLitModule(pl.LightningModule):
         if batch["image"] is None:
             return None  # no readable image in this batch
 
-        loss, image_features, _ = self._shared_step(batch)
+        loss, output = self._shared_step(batch)
+        image_features = output.image_features
         self.log(metrics.VAL_LOSS, loss, batch_size=batch["image"].shape[0], sync_dist=True)
         # retrieval callbacks gather these over the epoch
         return {"image_features": image_features, "index": batch["index"]}

@@ -220,3 +220,32 @@ def test_lora_set_in_yaml_trains_reloads_and_merges(tmp_path, digits_root):
         torch.testing.assert_close(
             merged.model.encode_image(images), expected, atol=1e-5, rtol=1e-5
         )
+
+
+def test_sigmoid_loss_in_bf16_trains_without_nan(tmp_path, digits_root):
+    args = ["fit"] + _tiny_args(tmp_path, digits_root) + [
+        "--model.loss", "sigmoid",
+        "--trainer.precision", "bf16-mixed",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "4",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.log_every_n_steps", "1",
+    ]  # fmt: skip
+    cli = cli_main(args)
+    logged = cli.trainer.callback_metrics
+    assert math.isfinite(logged[metrics.TRAIN_LOSS].item())
+    assert math.isfinite(logged[metrics.VAL_LOSS].item())
+    assert logged[metrics.TRAIN_LOGIT_BIAS].item() == pytest.approx(-10.0, abs=0.1)
+    # weights stay in fp32 under mixed precision
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())
+
+
+def test_gradient_accumulation_warns_about_lost_negatives(tmp_path, digits_root):
+    args = ["fit"] + _tiny_args(tmp_path, digits_root) + [
+        "--trainer.accumulate_grad_batches", "2",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="fewer negatives"):
+        cli_main(args)

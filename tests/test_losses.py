@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lightning_clip.losses import ContrastiveLoss
+from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
 
 
 def test_loss_matches_hand_computed_value():
@@ -67,3 +67,30 @@ def test_local_loss_equals_full_loss_on_one_device():
         ContrastiveLoss(local_loss=True)(image_features, text_features, scale),
         ContrastiveLoss()(image_features, text_features, scale),
     )
+
+
+def test_sigmoid_loss_matches_hand_computed_value():
+    image_features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text_features = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    scale, bias = torch.tensor(2.0), torch.tensor(-1.0)
+
+    def log_sigmoid(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+
+    # logits = 2 * similarity - 1: [[0.2, -1.0], [0.6, 1.0]]; matching pairs on the diagonal
+    positives = log_sigmoid(0.2) + log_sigmoid(1.0)
+    negatives = log_sigmoid(1.0) + log_sigmoid(-0.6)  # the sign of -1.0 and 0.6 flipped
+    expected = -(positives + negatives) / 2
+    loss = SigmoidLoss()(image_features, text_features, scale, bias)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_sigmoid_loss_passes_gradient_to_scale_and_bias():
+    torch.manual_seed(0)
+    features = F.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(10.0, requires_grad=True)
+    bias = torch.tensor(-10.0, requires_grad=True)
+    SigmoidLoss()(features, features, scale, bias).backward()
+    # at bias -10 every pair looks negative: raising the bias helps the positives most
+    assert bias.grad.item() < 0
+    assert scale.grad is not None and scale.grad.item() < 0

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lightning_clip.losses import ContrastiveLoss
+from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
 
 WORLD_SIZE = 2
 BATCH_SIZE = 8
@@ -24,23 +24,28 @@ def _data():
     return images, texts, image_proj, text_proj
 
 
-def _loss_and_grads(images, texts, image_proj, text_proj, local_loss):
+def _loss_and_grads(images, texts, image_proj, text_proj, kind):
     image_proj = image_proj.clone().requires_grad_()
     text_proj = text_proj.clone().requires_grad_()
+    bias = torch.tensor(-2.0, requires_grad=True)
     image_features = F.normalize(images @ image_proj, dim=-1)
     text_features = F.normalize(texts @ text_proj, dim=-1)
-    loss = ContrastiveLoss(local_loss)(image_features, text_features, torch.tensor(10.0))
+    if kind == "sigmoid":
+        loss = SigmoidLoss()(image_features, text_features, torch.tensor(10.0), bias)
+    else:
+        loss_fn = ContrastiveLoss(local_loss=kind == "local")
+        loss = loss_fn(image_features, text_features, torch.tensor(10.0)) + 0 * bias
     loss.backward()
-    return loss.detach(), image_proj.grad, text_proj.grad
+    return loss.detach(), image_proj.grad, text_proj.grad, bias.grad
 
 
-def _worker(rank, port, local_loss, results):
+def _worker(rank, port, kind, results):
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
     )
     images, texts, image_proj, text_proj = _data()
     shard = slice(rank * BATCH_SIZE // WORLD_SIZE, (rank + 1) * BATCH_SIZE // WORLD_SIZE)
-    loss, *grads = _loss_and_grads(images[shard], texts[shard], image_proj, text_proj, local_loss)
+    loss, *grads = _loss_and_grads(images[shard], texts[shard], image_proj, text_proj, kind)
 
     # what DDP does with parameter gradients: average them over the processes
     for grad in grads:
@@ -58,13 +63,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("local_loss", [False, True])
-def test_two_processes_match_one_process(local_loss):
-    expected = _loss_and_grads(*_data(), local_loss=False)
+@pytest.mark.parametrize("kind", ["contrastive", "local", "sigmoid"])
+def test_two_processes_match_one_process(kind):
+    # the local loss must equal the full loss: compare both with one full-batch process
+    expected = _loss_and_grads(*_data(), kind="sigmoid" if kind == "sigmoid" else "contrastive")
 
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(_worker, args=(_free_port(), local_loss, results), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(_free_port(), kind, results), nprocs=WORLD_SIZE, join=True)
 
     for rank in range(WORLD_SIZE):
         for got, want in zip(results[rank], expected, strict=True):

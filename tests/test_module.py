@@ -80,3 +80,35 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine(tiny_module):
     assert lr_at(110) == pytest.approx(0.0, abs=1e-9)
     # both parameter groups follow the schedule
     assert optimizer.param_groups[1]["lr"] == optimizer.param_groups[0]["lr"]
+
+
+def test_sigmoid_loss_starts_at_siglip_scale_and_bias(make_image_tower, make_text_tower):
+    module = CLIPLitModule(
+        image_tower=lambda embed_dim: make_image_tower(),
+        text_tower=lambda embed_dim: make_text_tower(),
+        embed_dim=16,
+        loss="sigmoid",
+    )
+    assert module.model.scale().item() == pytest.approx(10.0)
+    assert module.model.logit_bias.item() == pytest.approx(-10.0)
+    # the bias is learned, without weight decay
+    no_decay = parameter_groups(module.model)[-1]
+    assert any(p is module.model.logit_bias for p in no_decay["params"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"loss": "contrastive", "init_logit_bias": -10.0}, "model.init_logit_bias"),
+        ({"loss": "sigmoid", "local_loss": True}, "model.local_loss"),
+        ({"loss": "hinge"}, "model.loss"),
+    ],
+)
+def test_invalid_loss_combinations_are_refused(overrides, key, make_image_tower, make_text_tower):
+    with pytest.raises(ValueError, match=key):
+        CLIPLitModule(
+            image_tower=lambda embed_dim: make_image_tower(),
+            text_tower=lambda embed_dim: make_text_tower(),
+            embed_dim=16,
+            **overrides,
+        )

@@ -15,6 +15,7 @@ class CLIPOutput:
     image_features: Tensor  # (B, E), L2-normalised
     text_features: Tensor  # (B, E), L2-normalised
     logit_scale: Tensor  # scalar, already exponentiated and clamped
+    logit_bias: Tensor | None = None  # scalar, for the sigmoid loss
 
 
 class CLIPModel(nn.Module):
@@ -26,6 +27,7 @@ class CLIPModel(nn.Module):
         text_tower: TextTower,
         init_logit_scale: float = math.log(1 / 0.07),
         max_logit_scale: float = 100.0,
+        init_logit_bias: float | None = None,
     ):
         super().__init__()
         self.image_tower = image_tower
@@ -33,6 +35,10 @@ class CLIPModel(nn.Module):
         # learnable log of the scale; CLIP starts at a temperature of 0.07
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.max_log_scale = math.log(max_logit_scale)
+        # the sigmoid loss adds a learnable bias to every logit (SigLIP starts it at -10)
+        self.logit_bias = None
+        if init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias)))
 
     def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
         """(B, 3, H, W) -> (B, E)."""
@@ -57,4 +63,5 @@ class CLIPModel(nn.Module):
         # similarities are computed in fp32 even under mixed precision
         image_features = self.encode_image(images).float()
         text_features = self.encode_text(tokens).float()
-        return CLIPOutput(image_features, text_features, self.scale().float())
+        bias = None if self.logit_bias is None else self.logit_bias.float()
+        return CLIPOutput(image_features, text_features, self.scale().float(), bias)
