@@ -74,6 +74,7 @@ class CLIPLitModule(pl.LightningModule):
         warmup_steps: int = 100,
         warmup_lr_init: float = 1e-6,
         min_lr: float = 0.0,
+        compile: bool = False,
     ):
         """
         Args:
@@ -94,6 +95,8 @@ class CLIPLitModule(pl.LightningModule):
             warmup_steps: Optimizer steps of linear warmup before the cosine decay.
             warmup_lr_init: Learning rate at the first warmup step.
             min_lr: Learning rate at the end of the cosine decay.
+            compile: Compile both towers with ``torch.compile`` (in place, so checkpoint
+                keys do not change); the first steps are slow while it compiles.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -119,6 +122,9 @@ class CLIPLitModule(pl.LightningModule):
         )
         self.loss_fn = ContrastiveLoss(local_loss) if loss == "contrastive" else SigmoidLoss()
         self.optimizer = optimizer
+        if compile:
+            self.model.image_tower.compile()
+            self.model.text_tower.compile()
 
     @property
     def tokenizer(self) -> CaptionTokenizer:

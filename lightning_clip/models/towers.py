@@ -104,6 +104,7 @@ class ImageTower(Tower):
         lr_scale: float = 1.0,
         layer_decay: float | None = None,
         lora: LoraSettings | None = None,
+        grad_checkpointing: bool = False,
     ):
         """
         Args:
@@ -126,6 +127,8 @@ class ImageTower(Tower):
                 the head gets this factor once more (e.g. 0.75); null turns it off.
             lora: LoRA adapters on the named backbone layers; the backbone's own weights
                 stay fixed and only the adapters (and the head) learn.
+            grad_checkpointing: Recompute the backbone's activations in the backward pass
+                instead of storing them: less memory for about a third more compute.
         """
         super().__init__()
         self.backbone = TimmImageBackbone(
@@ -135,6 +138,8 @@ class ImageTower(Tower):
         self._setup_training(
             "image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay, lora
         )
+        if grad_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -169,6 +174,7 @@ class HFImageTower(Tower):
         lr_scale: float = 1.0,
         layer_decay: float | None = None,
         lora: LoraSettings | None = None,
+        grad_checkpointing: bool = False,
     ):
         """
         Args:
@@ -191,6 +197,8 @@ class HFImageTower(Tower):
                 head; null turns it off.
             lora: LoRA adapters on the named backbone layers; the backbone's own weights
                 stay fixed and only the adapters (and the head) learn.
+            grad_checkpointing: Recompute the backbone's activations in the backward pass
+                instead of storing them: less memory for about a third more compute.
         """
         super().__init__()
         require(
@@ -204,6 +212,8 @@ class HFImageTower(Tower):
         self._setup_training(
             "image_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay, lora
         )
+        if grad_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -233,6 +243,7 @@ class TextTower(Tower):
         lr_scale: float = 1.0,
         layer_decay: float | None = None,
         lora: LoraSettings | None = None,
+        grad_checkpointing: bool = False,
     ):
         """
         Args:
@@ -255,6 +266,8 @@ class TextTower(Tower):
                 gets this factor once more (e.g. 0.75); null turns it off.
             lora: LoRA adapters on the named backbone layers; the backbone's own weights
                 stay fixed and only the adapters (and the head) learn.
+            grad_checkpointing: Recompute the backbone's activations in the backward pass
+                instead of storing them: less memory for about a third more compute.
         """
         super().__init__()
         self.backbone = HFTextBackbone(pretrained_dir, model_type, config, tokenizer_dir)
@@ -264,6 +277,8 @@ class TextTower(Tower):
         self._setup_training(
             "text_tower", freeze_backbone, unlocked_layers, lr_scale, layer_decay, lora
         )
+        if grad_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
 
         max_positions = getattr(self.backbone.model.config, "max_position_embeddings", None)
         if max_positions is not None and context_length > max_positions:
