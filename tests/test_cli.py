@@ -59,11 +59,15 @@ def _config_args(path: Path, tmp_path: Path, digits_root: Path) -> list[str]:
     return args
 
 
+# trainer profiles for hardware or packages this machine lacks: parsed, and built on CPU
+# where Lightning allows it (test_engine_profiles_parse_and_build_where_possible)
+ENGINE_CONFIGS = {"ddp", "fsdp", "deepspeed_zero2", "xla_tpu", "multinode"}
+
 # eval files are for eval.py; single towers are built in tests/models/test_catalogue.py
 CONFIGS = sorted(
     str(path.relative_to(CONF))
     for path in CONF.glob("**/*.yaml")
-    if path.parts[-2] not in ("eval", "image", "text")
+    if path.parts[-2] not in ("eval", "image", "text") and path.stem not in ENGINE_CONFIGS
 )
 
 
@@ -249,3 +253,26 @@ def test_gradient_accumulation_warns_about_lost_negatives(tmp_path, digits_root)
     ]  # fmt: skip
     with pytest.warns(UserWarning, match="fewer negatives"):
         cli_main(args)
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_CONFIGS))
+def test_engine_profiles_parse_and_build_where_possible(name, tmp_path, digits_root):
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.cli import LightningArgumentParser
+
+    path = CONF / "trainer" / f"{name}.yaml"
+    parser = LightningArgumentParser(parser_mode="omegaconf+", exit_on_error=False)
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parsed = parser.parse_args(["--trainer", str(path)])
+    assert parsed.trainer.max_epochs == 32
+
+    if name in ("ddp", "multinode"):
+        # the same profile on two CPU processes, as far as this machine can go
+        cli = _build(
+            _tiny_args(tmp_path, digits_root)
+            + ["--trainer", str(path), "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+            + ["--trainer.precision", "32-true"]
+        )
+        assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
+        assert cli.trainer.num_devices == 2
+        assert cli.trainer.num_nodes == (4 if name == "multinode" else 1)
