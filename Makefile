@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DIGITS := data/digits/.complete
 
-.PHONY: setup data train test test-quick lint clean-logs
+.PHONY: setup data train test test-quick lint bench clean-logs
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ test: $(STAMP)
 # The quick local loop: no multi-process, real-data or GPU tests.
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not data and not gpu"
+
+# Speed and memory measurements (bench/README.md has the latest table).
+bench: $(STAMP)
+	PYTHONPATH=. $(PY) bench/loss_memory.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
