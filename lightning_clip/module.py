@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lightning_clip import metrics
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.errors import require
+from lightning_clip.grad_cache import grad_cache_backward
 from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
 from lightning_clip.models import CLIPModel, CLIPOutput, HFImageTower, ImageTower, TextTower
 
@@ -75,6 +76,7 @@ class CLIPLitModule(pl.LightningModule):
         warmup_lr_init: float = 1e-6,
         min_lr: float = 0.0,
         compile: bool = False,
+        grad_cache_chunks: int = 1,
     ):
         """
         Args:
@@ -97,12 +99,19 @@ class CLIPLitModule(pl.LightningModule):
             min_lr: Learning rate at the end of the cosine decay.
             compile: Compile both towers with ``torch.compile`` (in place, so checkpoint
                 keys do not change); the first steps are slow while it compiles.
+            grad_cache_chunks: Split each batch into this many micro-batches whose
+                activations are never alive together, while the loss still contrasts the
+                whole batch (gradient caching). One device only, and without
+                ``trainer.gradient_clip_val``, which Lightning refuses in this mode.
         """
         super().__init__()
         self.save_hyperparameters()
         require(embed_dim >= 1, "model.embed_dim", embed_dim, "at least 1")
         require(warmup_steps >= 0, "model.warmup_steps", warmup_steps, "0 or more")
         require(max_logit_scale > 0, "model.max_logit_scale", max_logit_scale, "positive")
+        require(grad_cache_chunks >= 1, "model.grad_cache_chunks", grad_cache_chunks, ">= 1")
+        # gradient caching runs its own backward passes, so Lightning must not
+        self.automatic_optimization = grad_cache_chunks == 1
 
         require(loss in LOSS_DEFAULTS, "model.loss", loss, "'contrastive' or 'sigmoid'")
         default_scale, default_bias = LOSS_DEFAULTS[loss]
@@ -138,12 +147,18 @@ class CLIPLitModule(pl.LightningModule):
         return self.model.image_tower.data_config
 
     def on_fit_start(self) -> None:
+        if self.hparams.grad_cache_chunks > 1 and self.trainer.world_size > 1:
+            raise NotImplementedError(
+                f"model.grad_cache_chunks={self.hparams.grad_cache_chunks} with "
+                f"{self.trainer.world_size} devices: gradient caching runs on one device only; "
+                "use more devices or gradient caching, not both"
+            )
         if self.trainer.accumulate_grad_batches > 1:
             rank_zero_warn(
                 f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches}: each "
                 "micro-batch is contrasted only with itself, so the loss sees "
                 "accumulate_grad_batches times fewer negatives than the effective batch "
-                "suggests; raise data.batch_size or trainer.devices instead"
+                "suggests; use model.grad_cache_chunks, data.batch_size or trainer.devices"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -168,8 +183,29 @@ class CLIPLitModule(pl.LightningModule):
             features += (output.logit_bias,)
         return self.loss_fn(*features), output
 
+    def _grad_cache_step(self, batch: dict) -> tuple[Tensor, CLIPOutput]:
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        loss = grad_cache_backward(
+            self.model,
+            self.loss_fn,
+            batch["image"],
+            batch["text"],
+            self.hparams.grad_cache_chunks,
+            self.manual_backward,
+        )
+        optimizer.step()
+        self.lr_schedulers().step_update(num_updates=self.global_step)
+
+        bias = None if self.model.logit_bias is None else self.model.logit_bias.detach()
+        scale = self.model.scale().detach()
+        return loss, CLIPOutput(torch.empty(0), torch.empty(0), scale, bias)
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, output = self._shared_step(batch)
+        if self.automatic_optimization:
+            loss, output = self._shared_step(batch)
+        else:
+            loss, output = self._grad_cache_step(batch)
 
         batch_size = batch["image"].shape[0]
         self.log(metrics.TRAIN_LOSS, loss, batch_size=batch_size, prog_bar=True)

@@ -276,3 +276,20 @@ def test_engine_profiles_parse_and_build_where_possible(name, tmp_path, digits_r
         assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
         assert cli.trainer.num_devices == 2
         assert cli.trainer.num_nodes == (4 if name == "multinode" else 1)
+
+
+def test_grad_cache_fit_steps_the_optimizer_and_schedule(tmp_path, digits_root):
+    args = ["fit"] + _tiny_args(tmp_path, digits_root) + [
+        "--model.grad_cache_chunks", "4",
+        "--model.warmup_steps", "2",
+        "--model.min_lr", "1e-4",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "5",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.log_every_n_steps", "1",
+    ]  # fmt: skip
+    cli = cli_main(args)
+    assert cli.trainer.global_step == 5
+    assert math.isfinite(cli.trainer.callback_metrics[metrics.TRAIN_LOSS].item())
+    # the schedule was stepped to its end: the learning rate sits at min_lr
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
