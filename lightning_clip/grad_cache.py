@@ -17,6 +17,18 @@ from torch import Tensor, nn
 from lightning_clip.models.clip import CLIPModel
 
 
+def _rng_state(device: torch.device) -> tuple:
+    # dropout on an accelerator draws from that device's generator, not the CPU's
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[1], device)
+
+
 def _loss(loss_fn: nn.Module, image_features, text_features, model: CLIPModel) -> Tensor:
     scale = model.scale().float()
     if model.logit_bias is None:
@@ -43,7 +55,7 @@ def grad_cache_backward(
     rng_states, image_parts, text_parts = [], [], []
     with torch.no_grad():
         for image_chunk, token_chunk in zip(image_chunks, token_chunks, strict=True):
-            rng_states.append(torch.get_rng_state())
+            rng_states.append(_rng_state(images.device))
             image_parts.append(model.encode_image(image_chunk).float())
             text_parts.append(model.encode_text(token_chunk).float())
 
@@ -56,13 +68,13 @@ def grad_cache_backward(
     text_grads = text_features.grad.split([part.shape[0] for part in text_parts])
 
     # 3. each micro-batch again, now with a graph, carrying its share of the gradient
-    after_first_pass = torch.get_rng_state()
+    after_first_pass = _rng_state(images.device)
     for index, (image_chunk, token_chunk) in enumerate(
         zip(image_chunks, token_chunks, strict=True)
     ):
-        torch.set_rng_state(rng_states[index])
+        _set_rng_state(rng_states[index], images.device)
         surrogate = (model.encode_image(image_chunk).float() * image_grads[index]).sum()
         surrogate = surrogate + (model.encode_text(token_chunk).float() * text_grads[index]).sum()
         backward(surrogate)
-    torch.set_rng_state(after_first_pass)
+    _set_rng_state(after_first_pass, images.device)
     return loss.detach()

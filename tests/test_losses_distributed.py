@@ -1,5 +1,6 @@
 """The loss over two CPU processes (gloo) equals the loss over one process on the same batch."""
 
+import math
 import socket
 
 import pytest
@@ -15,12 +16,17 @@ WORLD_SIZE = 2
 BATCH_SIZE = 8
 
 
-def _data():
+def _data(uniform: bool = False):
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(BATCH_SIZE, 6, generator=generator)
     texts = torch.randn(BATCH_SIZE, 5, generator=generator)
     image_proj = torch.randn(6, 4, generator=generator)
     text_proj = torch.randn(5, 4, generator=generator)
+    if uniform:
+        # every image and every text embeds to the same unit vector: all logits are equal
+        images, texts = images.abs() + 1, texts.abs() + 1
+        image_proj = torch.ones(6, 4)
+        text_proj = torch.ones(5, 4)
     return images, texts, image_proj, text_proj
 
 
@@ -43,7 +49,7 @@ def _worker(rank, port, kind, results):
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
     )
-    images, texts, image_proj, text_proj = _data()
+    images, texts, image_proj, text_proj = _data(uniform=kind == "uniform")
     shard = slice(rank * BATCH_SIZE // WORLD_SIZE, (rank + 1) * BATCH_SIZE // WORLD_SIZE)
     loss, *grads = _loss_and_grads(images[shard], texts[shard], image_proj, text_proj, kind)
 
@@ -75,3 +81,13 @@ def test_two_processes_match_one_process(kind):
     for rank in range(WORLD_SIZE):
         for got, want in zip(results[rank], expected, strict=True):
             assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_equal_logits_give_log_of_the_global_batch():
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_worker, args=(_free_port(), "uniform", results), nprocs=WORLD_SIZE, join=True)
+    for rank in range(WORLD_SIZE):
+        # ln of the global batch (8), not of the per-process batch (4)
+        assert results[rank][0].item() == pytest.approx(math.log(BATCH_SIZE), rel=1e-6)
