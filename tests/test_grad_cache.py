@@ -49,4 +49,4 @@ def test_cached_gradients_equal_one_full_batch_step(
     cached = _grads(model)
     assert cached.keys() == expected.keys() and "logit_scale" in cached
     for name, grad in cached.items():
-        assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+        assert_close(grad, expected[name], atol=1e-5, rtol=1e-5, msg=name)
