@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerFast
 
 from lightning_clip.data.digits import prepare_digits
 from lightning_clip.models import CLIPModel, ImageTower, TextTower
+from lightning_clip.module import CLIPLitModule
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -83,6 +84,16 @@ def make_text_tower(tokenizer_dir):
         return TextTower(EMBED_DIM, **{**kwargs, **overrides})
 
     return make
+
+
+@pytest.fixture
+def tiny_module(make_image_tower, make_text_tower):
+    module = CLIPLitModule(
+        image_tower=lambda embed_dim: make_image_tower(),
+        text_tower=lambda embed_dim: make_text_tower(),
+        embed_dim=EMBED_DIM,
+    )
+    return module.eval()
 
 
 @pytest.fixture

@@ -12,16 +12,6 @@ from lightning_clip.evaluate import (
     read_retrieval_set,
     zeroshot_evaluator,
 )
-from lightning_clip.module import CLIPLitModule
-
-
-@pytest.fixture
-def tiny_module(make_image_tower, make_text_tower):
-    return CLIPLitModule(
-        image_tower=lambda embed_dim: make_image_tower(),
-        text_tower=lambda embed_dim: make_text_tower(),
-        embed_dim=16,
-    ).eval()
 
 
 def _gallery(tmp_path, colours, corrupt=()):

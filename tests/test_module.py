@@ -7,15 +7,6 @@ from torch import nn
 from lightning_clip.module import CLIPLitModule, parameter_groups
 
 
-@pytest.fixture
-def tiny_module(make_image_tower, make_text_tower):
-    return CLIPLitModule(
-        image_tower=lambda embed_dim: make_image_tower(),
-        text_tower=lambda embed_dim: make_text_tower(),
-        embed_dim=16,
-    )
-
-
 def _names(model: nn.Module, group: dict) -> set[str]:
     ids = {id(parameter) for parameter in group["params"]}
     return {name for name, parameter in model.named_parameters() if id(parameter) in ids}

@@ -231,7 +231,22 @@ def _hf_model(pretrained_dir: str | None, model_type: str | None, config: dict, 
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
-class HFImageBackbone(nn.Module):
+class HFBackbone(nn.Module):
+    """What Hugging Face backbones share: layer groups and activation checkpointing."""
+
+    model: nn.Module
+
+    def layer_groups(self) -> list[list[str]]:
+        return hf_layer_groups(self.model)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.model.gradient_checkpointing_enable()
+        else:
+            self.model.gradient_checkpointing_disable()
+
+
+class HFImageBackbone(HFBackbone):
     """A Hugging Face vision model (CLIP vision, SigLIP, DINOv2...): images -> (B, D) features.
 
     Pooling: ``pooler`` (the model's own: CLIP's class token, SigLIP's attention head,
@@ -253,6 +268,10 @@ class HFImageBackbone(nn.Module):
         require(
             pool in ("pooler", "cls", "mean"), "image_tower.pool", pool,
             "'pooler', 'cls' or 'mean'",
+        )  # fmt: skip
+        require(
+            image_size is None or image_size >= 1, "image_tower.image_size", image_size,
+            "null or at least 1",
         )  # fmt: skip
         config = dict(config or {})
         if image_size is not None and model_type is not None:
@@ -295,15 +314,6 @@ class HFImageBackbone(nn.Module):
             config["crop_pct"] = self.image_size / shortest
         return config
 
-    def layer_groups(self) -> list[list[str]]:
-        return hf_layer_groups(self.model)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            self.model.gradient_checkpointing_enable()
-        else:
-            self.model.gradient_checkpointing_disable()
-
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, D)."""
         kwargs = {"interpolate_pos_encoding": True} if self.interpolate else {}
@@ -314,7 +324,7 @@ class HFImageBackbone(nn.Module):
         return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
 
 
-class HFTextBackbone(nn.Module):
+class HFTextBackbone(HFBackbone):
     """A Hugging Face AutoModel: (B, L) tokens -> (B, L, D) token states and (B, D) pooler.
 
     Either `pretrained_dir` (a local directory with weights, config and tokenizer) or
@@ -360,15 +370,6 @@ class HFTextBackbone(nn.Module):
 
         self.width = self.model.config.hidden_size
         self.pad_token_id = self.tokenizer.pad_token_id
-
-    def layer_groups(self) -> list[list[str]]:
-        return hf_layer_groups(self.model)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            self.model.gradient_checkpointing_enable()
-        else:
-            self.model.gradient_checkpointing_disable()
 
     def forward(self, tokens: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor | None]:
         """(B, L) tokens -> ((B, L, D) token states, (B, D) pooler output or None)."""

@@ -201,10 +201,6 @@ class HFImageTower(Tower):
                 instead of storing them: less memory for about a third more compute.
         """
         super().__init__()
-        require(
-            image_size is None or image_size >= 1, "image_tower.image_size", image_size,
-            "null or at least 1",
-        )  # fmt: skip
         self.backbone = HFImageBackbone(
             pretrained_dir, model_type, config, image_size, pool, image_mean, image_std
         )
