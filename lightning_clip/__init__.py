@@ -1,7 +1,24 @@
-"""lightning-clip: contrastive image-text training with PyTorch Lightning."""
+"""lightning-clip: contrastive image-text training with PyTorch Lightning.
 
-from lightning_clip.data.datamodule import ImageTextDataModule
-from lightning_clip.models import CLIPModel, ImageTower, TextTower
-from lightning_clip.module import CLIPLitModule
+Public names load on first use, so `lightning_clip.models` and `lightning_clip.losses` can be
+imported as plain PyTorch without pulling in Lightning.
+"""
 
-__all__ = ["CLIPLitModule", "CLIPModel", "ImageTextDataModule", "ImageTower", "TextTower"]
+import importlib
+
+_PUBLIC = {
+    "CLIPLitModule": "lightning_clip.module",
+    "CLIPModel": "lightning_clip.models",
+    "HFImageTower": "lightning_clip.models",
+    "ImageTextDataModule": "lightning_clip.data.datamodule",
+    "ImageTower": "lightning_clip.models",
+    "TextTower": "lightning_clip.models",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'lightning_clip' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

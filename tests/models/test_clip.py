@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +51,18 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_clip):
 
     assert losses[0] > 1.0  # random towers cannot tell the 8 pairs apart
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_model_code_imports_without_lightning():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightning_clip.models, lightning_clip.losses; "
+        "print('pytorch_lightning' in sys.modules)"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
