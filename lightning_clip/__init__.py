@@ -13,6 +13,7 @@ _PUBLIC = {
     "ImageTextDataModule": "lightning_clip.data.datamodule",
     "ImageTower": "lightning_clip.models",
     "TextTower": "lightning_clip.models",
+    "load": "lightning_clip.inference",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -1,0 +1,75 @@
+"""Using a checkpoint without a Trainer: load, embed, classify, and exported encoders."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch.testing import assert_close
+
+from lightning_clip.cli import cli_main
+from lightning_clip.export import export_encoders
+from lightning_clip.inference import load
+from tests.test_cli import _tiny_args
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, digits_root) -> str:
+    tmp_path = tmp_path_factory.mktemp("run")
+    cli = cli_main([
+        "fit", *_tiny_args(tmp_path, digits_root),
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+    ])  # fmt: skip
+    return cli.trainer.checkpoint_callback.best_model_path
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> list:
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = []
+    for index, colour in enumerate([(250, 10, 10), (10, 250, 10), (10, 10, 250)]):
+        Image.new("RGB", (40, 30), colour).save(folder / f"{index}.png")
+        paths.append(folder / f"{index}.png")
+    return paths
+
+
+def test_classify_equals_the_zero_shot_recipe(checkpoint, pictures):
+    clip = load(checkpoint)
+    class_names, templates = ["red", "green", "blue"], ["a {} square.", "the colour {}."]
+
+    probabilities = clip.classify(pictures, class_names, templates)
+
+    # by hand: mean of each class's prompt features, re-normalised, scaled dot products
+    prompts = clip.encode_text([t.format(c) for c in class_names for t in templates])
+    weights = torch.nn.functional.normalize(prompts.view(3, 2, -1).mean(1), dim=-1)
+    expected = (clip.model.scale() * clip.encode_image(pictures) @ weights.T).softmax(-1)
+    assert_close(probabilities, expected, atol=1e-5, rtol=1e-5)
+    assert_close(probabilities.sum(-1), torch.ones(3))
+
+
+def test_images_by_path_and_by_pixels_embed_alike(checkpoint, pictures):
+    clip = load(checkpoint)
+    pixels = torch.stack([clip.image_transform(Image.open(p).convert("RGB")) for p in pictures])
+    assert_close(clip.encode_image(pictures), clip.encode_image(pixels))
+    assert_close(clip.encode_image(pixels).norm(dim=-1), torch.ones(3))
+
+
+def test_exported_encoders_give_the_model_features(checkpoint, tmp_path):
+    clip = load(checkpoint)
+    output = export_encoders(checkpoint, tmp_path / "exported")
+
+    image_encoder = torch.export.load(output / "image_encoder.pt2").module()
+    text_encoder = torch.export.load(output / "text_encoder.pt2").module()
+    images = torch.randn(5, 3, 32, 32)  # another batch size than the one traced
+    tokens = clip.tokenizer(["a cat", "two dogs on a sofa", "sun", "x"])
+    with torch.no_grad():
+        assert_close(image_encoder(images), clip.model.encode_image(images), atol=1e-4, rtol=0)
+        assert_close(text_encoder(tokens), clip.model.encode_text(tokens), atol=1e-4, rtol=0)
+
+    preprocessing = json.loads((output / "preprocessing.json").read_text())
+    assert preprocessing["image"]["input_size"] == [3, 32, 32]
+    assert preprocessing["text"]["context_length"] == 8
+    assert preprocessing["logit_scale"] == pytest.approx(clip.model.scale().item())
