@@ -11,7 +11,9 @@ from lightning_clip.evaluate import (
     ZeroShotSet,
     evaluate_retrieval,
     evaluate_zeroshot,
+    interpolate_state_dicts,
     load_module,
+    markdown_sweep_table,
     markdown_table,
     read_retrieval_set,
     write_json,
@@ -28,7 +30,28 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--output", type=str | None, default=None, help="write results as JSON")
+    parser.add_argument(
+        "--interpolate_with",
+        type=str | None,
+        default=None,
+        help="a second checkpoint of the same model: evaluate weight-space mixtures (WiSE-FT)",
+    )
+    parser.add_argument(
+        "--mixing_weights",
+        type=list[float],
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="weights of the second checkpoint: 0 is --checkpoint, 1 is --interpolate_with",
+    )
     return parser
+
+
+def evaluate_all(module, zeroshot_sets, retrieval_sets, batch_size: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    for evaluator in zeroshot_sets:
+        results.update(evaluate_zeroshot(module, evaluator))
+    for name, records in retrieval_sets:
+        results.update(evaluate_retrieval(module, name, records, batch_size))
+    return results
 
 
 def main(args: list[str] | None = None) -> dict[str, float]:
@@ -44,13 +67,22 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     retrieval_sets = [(spec.name, read_retrieval_set(spec)) for spec in config.retrieval]
 
     module = load_module(config.checkpoint, config.device)
-    results: dict[str, float] = {}
-    for evaluator in zeroshot_sets:
-        results.update(evaluate_zeroshot(module, evaluator))
-    for name, records in retrieval_sets:
-        results.update(evaluate_retrieval(module, name, records, config.batch_size))
+    if config.interpolate_with is None:
+        results = evaluate_all(module, zeroshot_sets, retrieval_sets, config.batch_size)
+        print(markdown_table(results))
+    else:
+        # WiSE-FT (Wortsman et al., 2022): one evaluation per mixture of the two weight sets
+        other = load_module(config.interpolate_with, config.device)
+        endpoints = (module.state_dict(), other.state_dict())
+        sweep = {}
+        for weight in config.mixing_weights:
+            module.load_state_dict(interpolate_state_dicts(*endpoints, weight))
+            sweep[weight] = evaluate_all(module, zeroshot_sets, retrieval_sets, config.batch_size)
+        print(markdown_sweep_table(sweep))
+        results = {
+            f"mix={w:g}/{key}": v for w, scores in sweep.items() for key, v in scores.items()
+        }
 
-    print(markdown_table(results))
     if config.output:
         write_json({"checkpoint": config.checkpoint, "results": results}, config.output)
         print(f"results written to {config.output}")

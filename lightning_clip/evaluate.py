@@ -125,6 +125,44 @@ def evaluate_retrieval(
     return named
 
 
+def interpolate_state_dicts(
+    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], weight: float
+) -> dict[str, torch.Tensor]:
+    """(1 - weight) * first + weight * second for every floating-point tensor.
+
+    Integer buffers (BatchNorm's step counters) come from `first`. Both must come from the
+    same architecture: the same names and shapes.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"mixing weight {weight} is not allowed: it must be in [0, 1]")
+    if first.keys() != second.keys():
+        different = sorted(first.keys() ^ second.keys())[:3]
+        raise InputError(f"the two checkpoints hold different tensors, e.g. {different}")
+
+    mixed = {}
+    for name, tensor in first.items():
+        other = second[name]
+        if tensor.shape != other.shape:
+            raise InputError(
+                f"{name}: shapes {tuple(tensor.shape)} and {tuple(other.shape)} differ; "
+                "interpolation needs two checkpoints of the same model"
+            )
+        mixed[name] = (
+            torch.lerp(tensor, other.to(tensor), weight) if tensor.is_floating_point() else tensor
+        )
+    return mixed
+
+
+def markdown_sweep_table(sweep: dict[float, dict[str, float]]) -> str:
+    """One row per metric, one column per mixing weight."""
+    weights = list(sweep)
+    lines = ["| metric | " + " | ".join(f"mix {w:g}" for w in weights) + " |"]
+    lines.append("|---|" + "---:|" * len(weights))
+    for key in sweep[weights[0]]:
+        lines.append(f"| {key} | " + " | ".join(f"{sweep[w][key]:.4f}" for w in weights) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict[str, float]) -> str:
     lines = ["| metric | value |", "|---|---:|"]
     lines += [f"| {key} | {value:.4f} |" for key, value in results.items()]

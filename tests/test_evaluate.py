@@ -1,6 +1,7 @@
 """Checkpoint evaluation: bad checkpoints, unreadable gallery images, early set validation."""
 
 import pytest
+import torch
 from PIL import Image
 
 from lightning_clip.errors import InputError, MissingInputError
@@ -73,3 +74,16 @@ def test_zeroshot_set_errors_name_the_set_and_file(tmp_path):
     )
     with pytest.raises(InputError, match="zero-shot set 'digits': .*labels.csv:2: label 'sevn'"):
         zeroshot_evaluator(spec, batch_size=4)
+
+
+def test_interpolation_mixes_float_tensors_and_keeps_counters():
+    from lightning_clip.evaluate import interpolate_state_dicts
+
+    first = {"w": torch.zeros(2), "steps": torch.tensor(3)}
+    second = {"w": torch.full((2,), 4.0), "steps": torch.tensor(9)}
+    mixed = interpolate_state_dicts(first, second, 0.25)
+    assert mixed["w"].tolist() == [1.0, 1.0] and mixed["steps"].item() == 3
+    with pytest.raises(InputError, match="shapes"):
+        interpolate_state_dicts(first, {"w": torch.zeros(3), "steps": torch.tensor(1)}, 0.5)
+    with pytest.raises(InputError, match="mixing weight 1.5"):
+        interpolate_state_dicts(first, second, 1.5)

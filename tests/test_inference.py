@@ -96,3 +96,32 @@ def test_eval_runs_cifar10_with_the_clip_paper_prompts(checkpoint, tmp_path, cap
     # a digits-trained tiny model knows nothing of CIFAR: its top-5 is near chance (0.5)
     assert 0.0 <= results["zeroshot/cifar10/top1"] <= 1.0
     assert 0.3 < results["zeroshot/cifar10/top5"] < 0.7
+
+
+def test_wise_ft_sweep_ends_at_each_checkpoint(checkpoint, digits_root, tmp_path):
+    import eval as eval_script
+
+    # a second checkpoint of the same model: one more short fit
+    other = cli_main([
+        "fit", *_tiny_args(tmp_path, digits_root),
+        "--seed_everything", "1",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "6",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+    ]).trainer.checkpoint_callback.best_model_path  # fmt: skip
+    zeroshot = json.dumps([{
+        "name": "digits", "images": str(digits_root / "heldout.csv"),
+        "class_names": str(digits_root / "classes.txt"), "templates": ["a photo of a {}."],
+    }])  # fmt: skip
+
+    def run(*extra: str) -> dict[str, float]:
+        return eval_script.main(["--checkpoint", checkpoint, "--zeroshot", zeroshot, *extra])
+
+    sweep = run("--interpolate_with", other, "--mixing_weights", "[0.0, 0.5, 1.0]")
+    key = "zeroshot/digits/top1"
+    assert sweep[f"mix=0/{key}"] == pytest.approx(run()[key])
+    assert sweep[f"mix=1/{key}"] == pytest.approx(eval_script.main([
+        "--checkpoint", other, "--zeroshot", zeroshot,
+    ])[key])  # fmt: skip
+    assert f"mix=0.5/{key}" in sweep
