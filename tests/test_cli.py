@@ -293,3 +293,22 @@ def test_grad_cache_fit_steps_the_optimizer_and_schedule(tmp_path, digits_root):
     assert math.isfinite(cli.trainer.callback_metrics[metrics.TRAIN_LOSS].item())
     # the schedule was stepped to its end: the learning rate sits at min_lr
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_pictures_are_written_to_tensorboard(tmp_path, digits_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["fit"] + _tiny_args(tmp_path, digits_root) + _zeroshot_callback(digits_root) + [
+        "--trainer.callbacks+=lightning_clip.callbacks.Pictures",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "2",
+    ]  # fmt: skip
+    cli = cli_main(args)
+
+    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    tags = set(events.Tags()["images"])
+    assert {"pictures/similarity", "pictures/retrieval", "pictures/zeroshot_digits"} <= tags
+    heatmap = events.Images("pictures/similarity")[-1]
+    assert heatmap.width > 100 and heatmap.height > 100

@@ -9,7 +9,11 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassRecall,
+)
 
 from lightning_clip import metrics
 from lightning_clip.data.datasets import LabelledImageDataset, collate_readable
@@ -53,6 +57,7 @@ def zeroshot_metrics(num_classes: int) -> MetricCollection:
             "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
             "top5": MulticlassAccuracy(num_classes, top_k=top_k["top5"], average="micro"),
             "mean_per_class_recall": MulticlassRecall(num_classes, average="macro"),
+            "confusion": MulticlassConfusionMatrix(num_classes),
         }
     )
 
@@ -96,6 +101,7 @@ class ZeroShotEval(Callback):
         self.class_names: list[ClassName] = []
         self.templates: list[str] = []
         self.samples: list = []
+        self.confusion: torch.Tensor | None = None  # (C, C) of the last evaluation
 
     def load(self) -> None:
         """Read class names, templates and labelled images; raises naming what is wrong."""
@@ -150,7 +156,9 @@ class ZeroShotEval(Callback):
             scores.update(logits, batch["label"].to(pl_module.device))
         if skipped:
             rank_zero_warn(f"zero-shot {self.name}: skipped {skipped} unreadable image(s)")
-        return {key: value.item() for key, value in scores.compute().items()}
+        computed = scores.compute()
+        self.confusion = computed.pop("confusion")
+        return {key: value.item() for key, value in computed.items()}
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
