@@ -23,6 +23,16 @@ def text_to_image_key(k: int) -> str:
     return f"val/text_to_image_R@{k}"
 
 
+def rank_key(direction: str, statistic: str) -> str:
+    """`direction` is image_to_text or text_to_image; `statistic` is mean or median."""
+    return f"val/{direction}_{statistic}_rank"
+
+
+def _expected_rank(ahead: Tensor, tied_wrong: Tensor, tied_correct: Tensor) -> Tensor:
+    """1-based rank of the first correct item, expected over random tie-breaking."""
+    return 1.0 + ahead.double() + tied_wrong.double() / (tied_correct.double() + 1.0)
+
+
 def zeroshot_key(name: str, metric: str) -> str:
     return f"zeroshot/{name}/{metric}"
 
@@ -55,7 +65,7 @@ def _tie_counts(similarity: Tensor, correct: Tensor, tolerance: float) -> tuple[
 
 
 @torch.no_grad()
-def retrieval_recall(
+def retrieval_metrics(
     image_features: Tensor,
     text_features: Tensor,
     text_image_index: Tensor,
@@ -63,7 +73,8 @@ def retrieval_recall(
     chunk_size: int = 1024,
     tie_tolerance: float = 1e-6,
 ) -> dict[str, float]:
-    """Recall@K both ways; an image counts as found if any of its captions ranks in the top K.
+    """Recall@K and mean/median rank both ways; an image counts as found at the rank of its
+    best-placed caption.
 
     Args:
         image_features: (N, E) normalised features of the gallery images.
@@ -99,4 +110,20 @@ def retrieval_recall(
     for k in ks:
         results[image_to_text_key(k)] = _hit_probability(*image_counts, k).mean().item()
         results[text_to_image_key(k)] = _hit_probability(*text_counts, k).mean().item()
+    for direction, counts in (("image_to_text", image_counts), ("text_to_image", text_counts)):
+        ranks = _expected_rank(*counts)
+        results[rank_key(direction, "mean")] = ranks.mean().item()
+        results[rank_key(direction, "median")] = ranks.median().item()
     return results
+
+
+def retrieval_recall(
+    image_features: Tensor,
+    text_features: Tensor,
+    text_image_index: Tensor,
+    ks: tuple[int, ...] = RECALL_KS,
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Only the recall@K part of `retrieval_metrics`."""
+    results = retrieval_metrics(image_features, text_features, text_image_index, ks, chunk_size)
+    return {key: value for key, value in results.items() if "_R@" in key}

@@ -106,3 +106,22 @@ def test_identical_captions_of_different_images_share_the_hit():
     assert results[image_to_text_key(1)] == pytest.approx(0.5)
     assert results[text_to_image_key(1)] == pytest.approx(0.5)
     assert results[image_to_text_key(2)] == pytest.approx(1.0)
+
+
+def test_mean_and_median_rank_match_hand_computed_ranks():
+    from lightning_clip.metrics import rank_key, retrieval_metrics
+
+    results = retrieval_metrics(IMAGE_FEATURES, TEXT_FEATURES, TEXT_IMAGE_INDEX)
+    # 1-based ranks from the table above: images [1, 3, 2], captions [3, 2, 1, 2, 1]
+    assert results[rank_key("image_to_text", "mean")] == pytest.approx(2.0)
+    assert results[rank_key("image_to_text", "median")] == pytest.approx(2.0)
+    assert results[rank_key("text_to_image", "mean")] == pytest.approx(9 / 5)
+    assert results[rank_key("text_to_image", "median")] == pytest.approx(2.0)
+
+
+def test_collapsed_features_have_the_chance_mean_rank():
+    from lightning_clip.metrics import rank_key, retrieval_metrics
+
+    # three tied images per caption: the own image's expected rank is (1 + 2 + 3) / 3 = 2
+    results = retrieval_metrics(torch.ones(3, 4) / 2, torch.ones(5, 4) / 2, TEXT_IMAGE_INDEX)
+    assert results[rank_key("text_to_image", "mean")] == pytest.approx(2.0)

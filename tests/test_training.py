@@ -28,6 +28,15 @@ def test_quickstart_learns_digits_far_above_chance(tmp_path, digits_root):
     assert logged["zeroshot/digits/top1"].item() > 0.4
     assert logged["zeroshot/digits/top5"].item() > 0.8
 
+    # the quickstart draws its pictures into TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert {"pictures/similarity", "pictures/retrieval", "pictures/zeroshot_digits"} <= set(
+        events.Tags()["images"]
+    )
+
 
 @pytest.mark.data
 def test_coco_mini_config_trains_and_logs_retrieval(tmp_path):

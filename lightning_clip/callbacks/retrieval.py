@@ -36,7 +36,7 @@ def recall_over_gallery(
 
     text_features = pl_module.encode_captions([captions[i] for i in kept], text_batch_size)
     text_image = torch.tensor([position[caption_image[i]] for i in kept])
-    return metrics.retrieval_recall(image_features, text_features.cpu(), text_image, ks)
+    return metrics.retrieval_metrics(image_features, text_features.cpu(), text_image, ks)
 
 
 class RetrievalEval(Callback):
