@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_clip import metrics
 from lightning_clip.data.datamodule import ImageTextDataModule
@@ -50,8 +51,24 @@ class CLIPCLI(LightningCLI):
     def after_fit(self) -> None:
         # every rank builds it: finding the log folder is a collective call under DDP
         text = summary(self.trainer)
+        self._log_hparams_with_results()
         if self.trainer.global_rank == 0:
             print(text)
+
+    def _log_hparams_with_results(self) -> None:
+        """TensorBoard's HPARAMS tab: the run's settings beside its final metrics."""
+        results = {
+            key: value.item()
+            for key, value in self.trainer.callback_metrics.items()
+            if key.startswith(("val/", "zeroshot/")) and value.numel() == 1
+        }
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and results:
+                settings = {
+                    "model": dict(self.model.hparams),
+                    "data": dict(self.datamodule.hparams),
+                }
+                logger.log_hyperparams(settings, metrics=results)
 
 
 def summary(trainer) -> str:

@@ -312,3 +312,5 @@ def test_pictures_are_written_to_tensorboard(tmp_path, digits_root):
     assert {"pictures/similarity", "pictures/retrieval", "pictures/zeroshot_digits"} <= tags
     heatmap = events.Images("pictures/similarity")[-1]
     assert heatmap.width > 100 and heatmap.height > 100
+    # the settings and final metrics of the run, for TensorBoard's HPARAMS tab
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
