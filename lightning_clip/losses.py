@@ -2,6 +2,7 @@
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401  (autograd-aware collectives, not imported by default)
 import torch.nn.functional as F
 from torch import Tensor, nn
 
