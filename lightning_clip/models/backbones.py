@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lightning_clip.errors import require
+from ..errors import require
 
 
 @contextlib.contextmanager

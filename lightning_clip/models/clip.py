@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_clip.models.towers import HFImageTower, ImageTower, TextTower
+from .towers import HFImageTower, ImageTower, TextTower
 
 
 @dataclass

@@ -5,10 +5,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_clip.errors import require
-from lightning_clip.models.backbones import HFImageBackbone, HFTextBackbone, TimmImageBackbone
-from lightning_clip.models.heads import ProjectionKind, TextPool, build_projection, pool_tokens
-from lightning_clip.models.lora import LoraSettings, add_lora, merge_lora
+from ..errors import require
+from .backbones import HFImageBackbone, HFTextBackbone, TimmImageBackbone
+from .heads import ProjectionKind, TextPool, build_projection, pool_tokens
+from .lora import LoraSettings, add_lora, merge_lora
 
 
 class Tower(nn.Module):
