@@ -21,22 +21,16 @@ from lightning_clip.inference import load
 MAX_BATCH = 4096
 
 
-class _ImageEncoder(nn.Module):
-    def __init__(self, model: nn.Module):
+class _Encoder(nn.Module):
+    """One of the model's `encode_*` methods as a module that torch.export can trace."""
+
+    def __init__(self, model: nn.Module, method: str):
         super().__init__()
         self.model = model
+        self.method = method
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model.encode_image(images)
-
-
-class _TextEncoder(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.model.encode_text(tokens)
+    def forward(self, inputs: Tensor) -> Tensor:
+        return getattr(self.model, self.method)(inputs)
 
 
 def export_encoders(checkpoint: str | Path, output_dir: str | Path) -> Path:
@@ -49,13 +43,13 @@ def export_encoders(checkpoint: str | Path, output_dir: str | Path) -> Path:
     size = loaded.image_data_config["input_size"]
     images = torch.zeros(2, *size)
     image_program = torch.export.export(
-        _ImageEncoder(loaded.model).eval(), (images,), dynamic_shapes={"images": {0: batch}}
+        _Encoder(loaded.model, "encode_image").eval(), (images,), dynamic_shapes=({0: batch},)
     )
     torch.export.save(image_program, output_dir / "image_encoder.pt2")
 
     tokens = loaded.tokenizer(["a photo", "two words"])
     text_program = torch.export.export(
-        _TextEncoder(loaded.model).eval(), (tokens,), dynamic_shapes={"tokens": {0: batch}}
+        _Encoder(loaded.model, "encode_text").eval(), (tokens,), dynamic_shapes=({0: batch},)
     )
     torch.export.save(text_program, output_dir / "text_encoder.pt2")
 

@@ -183,7 +183,7 @@ class CLIPLitModule(pl.LightningModule):
             features += (output.logit_bias,)
         return self.loss_fn(*features), output
 
-    def _grad_cache_step(self, batch: dict) -> tuple[Tensor, CLIPOutput]:
+    def _grad_cache_step(self, batch: dict) -> Tensor:
         optimizer = self.optimizers()
         optimizer.zero_grad()
         loss = grad_cache_backward(
@@ -196,22 +196,19 @@ class CLIPLitModule(pl.LightningModule):
         )
         optimizer.step()
         self.lr_schedulers().step_update(num_updates=self.global_step)
-
-        bias = None if self.model.logit_bias is None else self.model.logit_bias.detach()
-        scale = self.model.scale().detach()
-        return loss, CLIPOutput(torch.empty(0), torch.empty(0), scale, bias)
+        return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         if self.automatic_optimization:
-            loss, output = self._shared_step(batch)
+            loss, _ = self._shared_step(batch)
         else:
-            loss, output = self._grad_cache_step(batch)
+            loss = self._grad_cache_step(batch)
 
         batch_size = batch["image"].shape[0]
         self.log(metrics.TRAIN_LOSS, loss, batch_size=batch_size, prog_bar=True)
-        self.log(metrics.TRAIN_LOGIT_SCALE, output.logit_scale, batch_size=batch_size)
-        if output.logit_bias is not None:
-            self.log(metrics.TRAIN_LOGIT_BIAS, output.logit_bias, batch_size=batch_size)
+        self.log(metrics.TRAIN_LOGIT_SCALE, self.model.scale(), batch_size=batch_size)
+        if self.model.logit_bias is not None:
+            self.log(metrics.TRAIN_LOGIT_BIAS, self.model.logit_bias, batch_size=batch_size)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
         self.log(

@@ -204,14 +204,18 @@ def hf_layer_groups(model: nn.Module) -> list[list[str]]:
     return [group for group in groups if group]
 
 
-def _hf_model(pretrained_dir: str | None, model_type: str | None, config: dict, key: str):
-    """A Hugging Face AutoModel from a local directory, or from a config with random weights."""
+def _require_one_source(pretrained_dir: str | None, model_type: str | None, key: str) -> None:
     if (pretrained_dir is None) == (model_type is None):
         raise ValueError(
             f"{key}: give exactly one of pretrained_dir (local weights) or model_type "
             f"(random weights); got pretrained_dir={pretrained_dir!r}, "
             f"model_type={model_type!r}"
         )
+
+
+def _hf_model(pretrained_dir: str | None, model_type: str | None, config: dict, key: str):
+    """A Hugging Face AutoModel from a local directory, or from a config with random weights."""
+    _require_one_source(pretrained_dir, model_type, key)
     if pretrained_dir is not None:
         if not Path(pretrained_dir).is_dir():
             raise ValueError(f"{key}.pretrained_dir: no such directory {pretrained_dir!r}")
@@ -339,20 +343,15 @@ class HFTextBackbone(HFBackbone):
         tokenizer_dir: str | None = None,
     ):
         super().__init__()
-        if (pretrained_dir is None) == (model_type is None):
-            raise ValueError(
-                "text_tower: give exactly one of pretrained_dir (local weights) or model_type "
-                f"(random weights); got pretrained_dir={pretrained_dir!r}, "
-                f"model_type={model_type!r}"
-            )
+        # the tokenizer is loaded first, so check the sources before touching it
+        _require_one_source(pretrained_dir, model_type, "text_tower")
         tokenizer_dir = tokenizer_dir or pretrained_dir
         if tokenizer_dir is None:
             raise ValueError("text_tower.tokenizer_dir: required when building from model_type")
+        key = "tokenizer_dir" if tokenizer_dir != pretrained_dir else "pretrained_dir"
         if not Path(tokenizer_dir).is_dir():
-            key = "tokenizer_dir" if tokenizer_dir != pretrained_dir else "pretrained_dir"
             raise ValueError(f"text_tower.{key}: no such directory {tokenizer_dir!r}")
 
-        key = "tokenizer_dir" if tokenizer_dir != pretrained_dir else "pretrained_dir"
         with _naming_failures(f"text_tower.{key}: cannot load a tokenizer from {tokenizer_dir}"):
             self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
                 tokenizer_dir, local_files_only=True
