@@ -15,6 +15,7 @@ from lightning_clip.data.datasets import CaptionDataset, collate_readable
 from lightning_clip.data.formats.csv import read_csv_captions
 from lightning_clip.data.records import ImageCaptions
 from lightning_clip.data.transforms import build_transform
+from lightning_clip.distributed import gather_objects, shard
 from lightning_clip.errors import InputError, MissingInputError
 from lightning_clip.module import CLIPLitModule
 from lightning_clip.zeroshot.templates import ClassName
@@ -92,7 +93,8 @@ def read_retrieval_set(spec: RetrievalSet) -> list[ImageCaptions]:
 
 @torch.no_grad()
 def evaluate_zeroshot(module: CLIPLitModule, evaluator: ZeroShotEval) -> dict[str, float]:
-    results = evaluator.evaluate(module, evaluator.samples)
+    # each device scores its share of the images; the metrics are synced across devices
+    results = evaluator.evaluate(module, shard(evaluator.samples))
     return {metrics.zeroshot_key(evaluator.name, key): value for key, value in results.items()}
 
 
@@ -100,18 +102,32 @@ def evaluate_zeroshot(module: CLIPLitModule, evaluator: ZeroShotEval) -> dict[st
 def evaluate_retrieval(
     module: CLIPLitModule, name: str, records: list[ImageCaptions], batch_size: int
 ) -> dict[str, float]:
-    """Recall@K both ways, with the set's own images as the gallery."""
+    """Recall@K both ways, with the set's own images as the gallery.
+
+    Under torch.distributed each device encodes its share of the images and of the captions;
+    every device then holds the whole gallery and returns the same numbers.
+    """
     transform = build_transform(module.image_data_config, train=False)
     dataset = CaptionDataset(records, transform, module.tokenizer, train=False)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_readable)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=shard(range(len(dataset))),
+        collate_fn=collate_readable,
+    )
 
-    gallery, skipped = {}, 0
+    local, local_skipped = {}, 0
     for batch in loader:
-        skipped += int(batch["skipped"])
+        local_skipped += int(batch["skipped"])
         if batch["image"] is None:
             continue
         features = module.model.encode_image(batch["image"].to(module.device)).float().cpu()
-        gallery.update(zip(batch["index"].tolist(), features, strict=True))
+        local.update(zip(batch["index"].tolist(), features, strict=True))
+
+    gallery, skipped = {}, 0
+    for share, share_skipped in gather_objects((local, local_skipped)):
+        gallery.update(share)
+        skipped += share_skipped
 
     captions = [caption for record in records for caption in record.captions]
     caption_image = [index for index, record in enumerate(records) for _ in record.captions]

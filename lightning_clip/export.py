@@ -1,4 +1,4 @@
-"""Export the two encoders with torch.export, and the preprocessing they need as JSON.
+"""Export the two encoders with torch.export (and ONNX), and their preprocessing as JSON.
 
     python -m lightning_clip.export logs/run/checkpoints/last.ckpt exported/
 
@@ -6,9 +6,14 @@ writes `image_encoder.pt2` ((B, 3, H, W) pixels -> (B, E)), `text_encoder.pt2` (
 ids -> (B, E)), both with unit-length outputs and a dynamic batch size, and
 `preprocessing.json` (image size, interpolation, mean, std, crop; context length, pad and end
 token ids; the logit scale). Load an encoder with `torch.export.load(path).module()`.
+
+When the `onnx` and `onnxscript` packages are installed it also writes `image_encoder.onnx`
+and `text_encoder.onnx` (opset chosen by torch, input `inputs`, output `features`, dynamic
+batch), for ONNX Runtime and other engines; `--no-onnx` skips them.
 """
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+from lightning_clip.errors import InputError
 from lightning_clip.inference import load
 
 MAX_BATCH = 4096
@@ -33,8 +39,34 @@ class _Encoder(nn.Module):
         return getattr(self.model, self.method)(inputs)
 
 
-def export_encoders(checkpoint: str | Path, output_dir: str | Path) -> Path:
-    """Write both exported encoders and `preprocessing.json` into `output_dir`."""
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript"))
+
+
+def _save(program: torch.export.ExportedProgram, path: Path, onnx: bool) -> list[str]:
+    torch.export.save(program, path.with_suffix(".pt2"))
+    written = [path.with_suffix(".pt2").name]
+    if onnx:
+        onnx_program = torch.onnx.export(
+            program, input_names=["inputs"], output_names=["features"], dynamo=True, verbose=False
+        )
+        onnx_program.save(path.with_suffix(".onnx"))
+        written.append(path.with_suffix(".onnx").name)
+    return written
+
+
+def export_encoders(
+    checkpoint: str | Path, output_dir: str | Path, onnx: bool | None = None
+) -> Path:
+    """Write both exported encoders and `preprocessing.json` into `output_dir`.
+
+    `onnx`: also write ONNX files; by default whenever the ONNX packages are installed.
+    """
+    if onnx is None:
+        onnx = onnx_available()
+    elif onnx and not onnx_available():
+        raise InputError("ONNX export needs the `onnx` and `onnxscript` packages installed")
+
     loaded = load(checkpoint)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -45,13 +77,13 @@ def export_encoders(checkpoint: str | Path, output_dir: str | Path) -> Path:
     image_program = torch.export.export(
         _Encoder(loaded.model, "encode_image").eval(), (images,), dynamic_shapes=({0: batch},)
     )
-    torch.export.save(image_program, output_dir / "image_encoder.pt2")
+    written = _save(image_program, output_dir / "image_encoder", onnx)
 
     tokens = loaded.tokenizer(["a photo", "two words"])
     text_program = torch.export.export(
         _Encoder(loaded.model, "encode_text").eval(), (tokens,), dynamic_shapes=({0: batch},)
     )
-    torch.export.save(text_program, output_dir / "text_encoder.pt2")
+    written += _save(text_program, output_dir / "text_encoder", onnx)
 
     preprocessing = {
         "image": {key: list(v) if isinstance(v, tuple) else v
@@ -64,6 +96,7 @@ def export_encoders(checkpoint: str | Path, output_dir: str | Path) -> Path:
             "tokenizer_dir": loaded.tokenizer.tokenizer.name_or_path,
         },
         "logit_scale": loaded.model.scale().item(),
+        "files": written,
     }  # fmt: skip
     (output_dir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
     return output_dir
@@ -73,8 +106,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a checkpoint written by train.py")
     parser.add_argument("output_dir", help="folder for the exported encoders")
+    parser.add_argument(
+        "--onnx",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write ONNX files (default: when the onnx packages are installed)",
+    )
     args = parser.parse_args()
-    print(f"encoders exported to {export_encoders(args.checkpoint, args.output_dir)}")
+    output_dir = export_encoders(args.checkpoint, args.output_dir, args.onnx)
+    files = json.loads((output_dir / "preprocessing.json").read_text())["files"]
+    print(f"encoders exported to {output_dir}: {', '.join(files)}, preprocessing.json")
 
 
 if __name__ == "__main__":

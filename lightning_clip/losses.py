@@ -6,16 +6,12 @@ import torch.distributed.nn  # noqa: F401  (autograd-aware collectives, not impo
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from .distributed import rank_and_world_size
 
 
 def gather_with_grad(features: Tensor) -> Tensor:
     """(B, E) per device -> (world * B, E) in rank order; gradients flow back to every rank."""
-    _, world_size = _world()
+    _, world_size = rank_and_world_size()
     if world_size == 1:
         return features
     return torch.cat(dist.nn.functional.all_gather(features), dim=0)
@@ -35,7 +31,7 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> Tensor:
         """(B, E) normalised features and the exponentiated scale -> scalar loss."""
-        rank, _ = _world()
+        rank, _ = rank_and_world_size()
         all_image_features = gather_with_grad(image_features)
         all_text_features = gather_with_grad(text_features)
 
@@ -70,7 +66,7 @@ class SigmoidLoss(nn.Module):
         logit_bias: Tensor,
     ) -> Tensor:
         """(B, E) normalised features, the exponentiated scale and the bias -> scalar loss."""
-        rank, world_size = _world()
+        rank, world_size = rank_and_world_size()
         all_text_features = gather_with_grad(text_features)
 
         logits = logit_scale * image_features @ all_text_features.T + logit_bias  # (B, W*B)

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -300,6 +301,7 @@ def test_pictures_are_written_to_tensorboard(tmp_path, digits_root):
 
     args = ["fit"] + _tiny_args(tmp_path, digits_root) + _zeroshot_callback(digits_root) + [
         "--trainer.callbacks+=lightning_clip.callbacks.Pictures",
+        "--trainer.callbacks.projector_size=20",
         "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "2",
@@ -314,3 +316,12 @@ def test_pictures_are_written_to_tensorboard(tmp_path, digits_root):
     assert heatmap.width > 100 and heatmap.height > 100
     # the settings and final metrics of the run, for TensorBoard's HPARAMS tab
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+    # 20 images and their 20 captions in the Projector tab, labelled by kind
+    (projector,) = Path(cli.trainer.log_dir).glob("*/validation")
+    features = np.loadtxt(projector / "tensors.tsv", delimiter="\t")
+    assert features.shape == (40, 16)  # the tiny model's embed_dim
+    assert np.linalg.norm(features, axis=1) == pytest.approx(np.ones(40), abs=1e-4)
+    kinds = [line.split("\t")[0] for line in (projector / "metadata.tsv").read_text().splitlines()]
+    assert kinds == ["kind"] + ["image"] * 20 + ["caption"] * 20
+    assert (projector / "sprite.png").is_file()

@@ -61,3 +61,44 @@ def test_validation_metrics_match_on_one_and_two_processes(tmp_path, digits_root
     assert len(keys) == 13  # 6 recalls, 4 ranks, 3 zero-shot metrics
     for key in keys:
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
+
+
+def _eval(checkpoint: str, sets: Path, devices: int, output: Path) -> dict[str, float]:
+    command = [sys.executable, "eval.py", "--config", str(sets), "--checkpoint", checkpoint]
+    command += ["--accelerator", "cpu", "--devices", str(devices), "--output", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| zeroshot/digits/top1 |") == 1  # one table, from rank zero
+    return json.loads(output.read_text())["results"]
+
+
+@pytest.mark.slow
+def test_eval_script_gives_the_same_numbers_on_one_and_two_processes(tmp_path, digits_root):
+    fit = cli_main([
+        "fit", *_tiny_args(tmp_path, digits_root),
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "6",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+    ])  # fmt: skip
+    checkpoint = fit.trainer.checkpoint_callback.best_model_path
+    sets = tmp_path / "sets.yaml"
+    sets.write_text(
+        "zeroshot:\n"
+        f"  - {{name: digits, images: {digits_root / 'heldout.csv'},\n"
+        f"     class_names: {digits_root / 'classes.txt'},\n"
+        f"     templates: {REPO / 'conf/zeroshot/digits_templates.txt'}}}\n"
+        "retrieval:\n"
+        f"  - {{name: captions, captions: {digits_root / 'captions.csv'}}}\n"
+    )
+
+    one = _eval(checkpoint, sets, 1, tmp_path / "one.json")
+    two = _eval(checkpoint, sets, 2, tmp_path / "two.json")
+
+    assert one.keys() == two.keys()
+    assert len(one) == 3 + 6 + 4 + 2  # zero-shot, recalls, ranks, gallery counts
+    assert one["retrieval/captions/images"] == 1438  # every image once, none repeated
+    assert one["zeroshot/digits/top1"] > 0.0
+    for key, value in one.items():
+        assert two[key] == pytest.approx(value, abs=1e-6), key

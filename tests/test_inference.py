@@ -59,7 +59,7 @@ def test_images_by_path_and_by_pixels_embed_alike(checkpoint, pictures):
 
 def test_exported_encoders_give_the_model_features(checkpoint, tmp_path):
     clip = load(checkpoint)
-    output = export_encoders(checkpoint, tmp_path / "exported")
+    output = export_encoders(checkpoint, tmp_path / "exported", onnx=False)
 
     image_encoder = torch.export.load(output / "image_encoder.pt2").module()
     text_encoder = torch.export.load(output / "text_encoder.pt2").module()
@@ -73,6 +73,24 @@ def test_exported_encoders_give_the_model_features(checkpoint, tmp_path):
     assert preprocessing["image"]["input_size"] == [3, 32, 32]
     assert preprocessing["text"]["context_length"] == 8
     assert preprocessing["logit_scale"] == pytest.approx(clip.model.scale().item())
+    assert preprocessing["files"] == ["image_encoder.pt2", "text_encoder.pt2"]
+
+
+def test_onnx_encoders_give_the_model_features(checkpoint, tmp_path):
+    runtime = pytest.importorskip("onnxruntime")
+    clip = load(checkpoint)
+    output = export_encoders(checkpoint, tmp_path / "exported", onnx=True)
+
+    images = torch.randn(5, 3, 32, 32)
+    tokens = clip.tokenizer(["a cat", "two dogs on a sofa", "sun", "x"])
+    for name, inputs, encode in [
+        ("image_encoder.onnx", images, clip.model.encode_image),
+        ("text_encoder.onnx", tokens, clip.model.encode_text),
+    ]:
+        session = runtime.InferenceSession(output / name)
+        (features,) = session.run(["features"], {"inputs": inputs.numpy()})
+        with torch.no_grad():
+            assert_close(torch.from_numpy(features), encode(inputs), atol=1e-4, rtol=0)
 
 
 @pytest.mark.data

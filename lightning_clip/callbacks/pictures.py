@@ -4,10 +4,13 @@
   (a bright diagonal means matching pairs are found);
 - `pictures/retrieval`: validation images with the captions the model ranks first among all
   validation captions, a right caption marked with a check;
-- `pictures/zeroshot_<name>`: the zero-shot confusion matrix of the first `ZeroShotEval`.
+- `pictures/zeroshot_<name>`: the zero-shot confusion matrix of the first `ZeroShotEval`;
+- optionally (`projector_size`), validation images and their captions in TensorBoard's
+  Projector tab: one shared embedding space, each point labelled image or caption.
 """
 
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -33,25 +36,49 @@ def _show(pixels: torch.Tensor, data_config: dict) -> torch.Tensor:
 class Pictures(Callback):
     """Draws the similarity heatmap, retrieval examples and zero-shot confusion matrix."""
 
-    def __init__(self, num_images: int = 6, top_k: int = 3, every_n_epochs: int = 1):
+    def __init__(
+        self,
+        num_images: int = 6,
+        top_k: int = 3,
+        every_n_epochs: int = 1,
+        projector_size: int = 0,
+    ):
         """
         Args:
             num_images: Validation images shown with their retrieved captions (and the size
                 of the similarity heatmap).
             top_k: Captions shown per image.
             every_n_epochs: Draw at every n-th validation.
+            projector_size: Validation images written with their first caption to the
+                Projector tab (0: none). Each drawing stores their features and thumbnails.
         """
         super().__init__()
         self.num_images = num_images
         self.top_k = top_k
         self.every_n_epochs = every_n_epochs
+        self.projector_size = projector_size
         self._batch = None
+        self._projected: list[dict] = []
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._projected = []
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if batch_idx == 0 and dataloader_idx == 0 and batch["image"] is not None:
+        if dataloader_idx != 0 or batch["image"] is None:
+            return
+        if batch_idx == 0:
             self._batch = {key: batch[key][: self.num_images] for key in ("image", "text", "index")}
+        wanted = self.projector_size - sum(len(part["index"]) for part in self._projected)
+        if wanted > 0:
+            self._projected.append(
+                {
+                    "image_features": outputs["image_features"][:wanted].float().cpu(),
+                    "image": batch["image"][:wanted].cpu(),
+                    "index": batch["index"][:wanted].cpu(),
+                }
+            )
 
     @rank_zero_only
     @torch.no_grad()
@@ -68,6 +95,33 @@ class Pictures(Callback):
         if zeroshot is not None and zeroshot.confusion is not None:
             figure = self._confusion(zeroshot.confusion, zeroshot.class_names)
             writer.add_figure(f"pictures/zeroshot_{zeroshot.name}", figure, step)
+        if self._projected:
+            self._project(writer, trainer, pl_module, step)
+
+    def _project(self, writer, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        """Images and one caption each in one embedding space, for the Projector tab."""
+        captions, caption_image = trainer.datamodule.val_captions
+        first_caption = {}
+        for caption, index in zip(captions, caption_image, strict=True):
+            first_caption.setdefault(index, caption)
+
+        indices = torch.cat([part["index"] for part in self._projected]).tolist()
+        image_features = torch.cat([part["image_features"] for part in self._projected])
+        texts = [first_caption[index] for index in indices]
+        text_features = pl_module.encode_captions(texts).cpu()
+
+        pixels = torch.cat([part["image"] for part in self._projected])
+        shown = torch.stack([_show(p, pl_module.image_data_config) for p in pixels])
+        thumbnails = F.interpolate(shown.permute(0, 3, 1, 2), size=(32, 32), mode="area")
+        # a caption's point shows its image too, so a caption far from its image stands out
+        writer.add_embedding(
+            torch.cat([image_features, text_features]),
+            metadata=[["image", text] for text in texts] + [["caption", text] for text in texts],
+            metadata_header=["kind", "caption"],
+            label_img=torch.cat([thumbnails, thumbnails]),
+            global_step=step,
+            tag="validation",
+        )
 
     def _similarity(self, pl_module: LightningModule):
         images = pl_module.model.encode_image(self._batch["image"])

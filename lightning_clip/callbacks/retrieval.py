@@ -1,19 +1,11 @@
 """RetrievalEval: image<->text recall@K on the validation captions, every validation."""
 
 import torch
-import torch.distributed as dist
 from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from lightning_clip import metrics
-
-
-def _gather_objects(value):
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [value]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
+from lightning_clip.distributed import gather_objects, split_across_ranks
 
 
 def recall_over_gallery(
@@ -34,7 +26,9 @@ def recall_over_gallery(
     position = {index: row for row, index in enumerate(image_ids)}
     kept = [i for i, index in enumerate(caption_image) if index in position]
 
-    text_features = pl_module.encode_captions([captions[i] for i in kept], text_batch_size)
+    # the captions are split across devices, and each device gets every feature back
+    encode = split_across_ranks(lambda texts: pl_module.encode_captions(texts, text_batch_size))
+    text_features = encode([captions[i] for i in kept])
     text_image = torch.tensor([position[caption_image[i]] for i in kept])
     return metrics.retrieval_metrics(image_features, text_features.cpu(), text_image, ks)
 
@@ -76,7 +70,7 @@ class RetrievalEval(Callback):
         # one feature per image index, whichever device saw it first
         local = (torch.cat(self._features), torch.cat(self._indices))
         gallery: dict[int, Tensor] = {}
-        for features, indices in _gather_objects(local):
+        for features, indices in gather_objects(local):
             for feature, index in zip(features, indices.tolist(), strict=True):
                 gallery.setdefault(index, feature)
 

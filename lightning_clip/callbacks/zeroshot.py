@@ -1,12 +1,8 @@
 """ZeroShotEval: classify a labelled image set from class names and prompt templates."""
 
-from collections.abc import Callable
-
 import torch
-import torch.distributed as dist
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -19,35 +15,10 @@ from lightning_clip import metrics
 from lightning_clip.data.datasets import LabelledImageDataset, collate_readable
 from lightning_clip.data.formats.labelled import read_labelled_images
 from lightning_clip.data.transforms import build_transform
+from lightning_clip.distributed import shard, split_across_ranks
 from lightning_clip.errors import InputError
 from lightning_clip.zeroshot.classifier import build_zeroshot_weights
 from lightning_clip.zeroshot.templates import ClassName, resolve_prompts
-
-
-def _shard(samples: list, trainer: Trainer) -> list:
-    # a strided shard per device: every image is scored exactly once, none repeated
-    return samples[trainer.global_rank :: trainer.world_size]
-
-
-def _split_across_ranks(encode: Callable[[list[str]], Tensor]) -> Callable[[list[str]], Tensor]:
-    """Each rank encodes every world_size-th prompt; all ranks get all features, in order."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return encode
-
-    def encode_share(prompts: list[str]) -> Tensor:
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-        mine = prompts[rank::world_size]
-        features = encode(mine).cpu() if mine else None
-        shares = [None] * world_size
-        dist.all_gather_object(shares, features)
-
-        ordered = torch.empty(len(prompts), next(s for s in shares if s is not None).shape[1])
-        for owner, share in enumerate(shares):
-            if share is not None:
-                ordered[owner::world_size] = share
-        return ordered
-
-    return encode_share
 
 
 def zeroshot_metrics(num_classes: int) -> MetricCollection:
@@ -135,7 +106,7 @@ class ZeroShotEval(Callback):
         """Scores `samples` with the module's towers; metrics are synced across devices."""
         self.load()
         weights = build_zeroshot_weights(
-            _split_across_ranks(pl_module.encode_captions), self.class_names, self.templates
+            split_across_ranks(pl_module.encode_captions), self.class_names, self.templates
         ).to(pl_module.device)  # (E, C)
         transform = build_transform(pl_module.image_data_config, train=False)
         loader = DataLoader(
@@ -163,11 +134,7 @@ class ZeroShotEval(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        if dist.is_available() and dist.is_initialized():
-            samples = _shard(self.samples, trainer)
-        else:
-            samples = self.samples
-        results = self.evaluate(pl_module, samples)
+        results = self.evaluate(pl_module, shard(self.samples))
         for metric, value in results.items():
             # torchmetrics already synced the value across ranks
             pl_module.log(
