@@ -36,10 +36,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.umask(umask)
             os.chmod(partial, 0o666 & ~umask)
             with os.fdopen(handle, "wb") as file:
-                torch.save(checkpoint, file)
+                self.write(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, path)
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
+        _sync_directory(path.parent)  # the rename itself survives a power cut
+
+    def write(self, checkpoint: dict[str, Any], file) -> None:
+        torch.save(checkpoint, file)
+
+
+def _sync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_with_link(target: str | Path, link: str | Path) -> None:
+    """Point `link` at `target` atomically: a reader finds the old link or the new, never none."""
+    link = Path(link)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.link")
+    temporary.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), temporary)
+    os.replace(temporary, link)

@@ -8,11 +8,14 @@ import yaml
 from omegaconf import OmegaConf
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_clip import metrics
 from lightning_clip.data.datamodule import ImageTextDataModule
 from lightning_clip.errors import InputError
 from lightning_clip.module import CLIPLitModule
+from lightning_clip.resume import newest_checkpoint, version_of
 
 
 def package_dir(name: str) -> str:
@@ -38,6 +41,17 @@ class CLIPCLI(LightningCLI):
         parser.link_arguments(
             "model.image_data_config", "data.image_data_config", apply_on="instantiate"
         )
+        parser.add_argument(
+            "--resume",
+            type=str | None,
+            default=None,
+            help="fit only: 'auto' continues from the newest complete checkpoint of this run's "
+            "log folder (or starts afresh when there is none); a path resumes from that file",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":
+            resolve_resume(self.config.fit)
 
     def instantiate_classes(self) -> None:
         # bad values surface while building; report them as input errors, not as crashes
@@ -105,13 +119,54 @@ def check_yaml_files(args: list[str]) -> None:
             raise InputError(f"{where}: invalid YAML: {problem}") from None
 
 
+def resolve_resume(config) -> None:
+    """Turn `--resume` into `ckpt_path`, and continue logging in the resumed run's folder."""
+    if config.resume is None:
+        return
+    if config.ckpt_path is not None:
+        raise InputError("give --resume or --ckpt_path, not both")
+    if config.resume != "auto":
+        if not Path(config.resume).is_file():
+            raise InputError(f"--resume {config.resume}: no such checkpoint")
+        config.ckpt_path = config.resume
+        return
+
+    logger = config.trainer.logger
+    init_args = getattr(logger, "init_args", None)
+    if init_args is None or getattr(init_args, "save_dir", None) is None:
+        raise InputError("--resume auto needs a logger with a save_dir (the run's log folder)")
+    logs_dir = Path(init_args.save_dir) / (getattr(init_args, "name", None) or "")
+    folders = [logs_dir] + [
+        Path(callback.init_args.dirpath)
+        for callback in config.trainer.callbacks or []
+        if getattr(getattr(callback, "init_args", None), "dirpath", None)
+    ]
+    checkpoint = newest_checkpoint(folders)
+    if checkpoint is None:
+        rank_zero_info(f"--resume auto: no checkpoint under {logs_dir}; starting a new run")
+        return
+    config.ckpt_path = str(checkpoint)
+    version = version_of(checkpoint, logs_dir)
+    if version is not None and hasattr(init_args, "version"):
+        init_args.version = version  # TensorBoard curves and checkpoints continue there
+    rank_zero_info(f"--resume auto: continuing from {checkpoint}")
+
+
 def run_or_exit(main, *args):
-    """Call `main`; bad input ends the program with a one-line message and exit code 2."""
+    """Call `main`; bad input ends the program with a one-line message and exit code 2.
+
+    A run stopped by SIGTERM exits with the `Preemption` callback's requeue code when it
+    saved a checkpoint, else with 143 (128 + SIGTERM), as a killed process would.
+    """
     try:
         return main(*args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException as stop:
+        saved = getattr(stop, "checkpoint", None)
+        print(f"stopped by SIGTERM; checkpoint: {saved or 'none written'}", file=sys.stderr)
+        raise SystemExit(getattr(stop, "requeue_exit_code", 143)) from None
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CLIPCLI:

@@ -10,6 +10,7 @@ TRAIN_LR = "train/lr"
 TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
 TRAIN_DATA_WAIT = "train/data_wait_seconds"
 TRAIN_SKIPPED = "train/skipped_samples"
+TRAIN_NONFINITE = "train/nonfinite_steps"
 VAL_LOSS = "val/loss"
 VAL_SKIPPED = "val/skipped_samples"
 RECALL_KS = (1, 5, 10)

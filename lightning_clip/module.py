@@ -1,5 +1,6 @@
 """CLIPLitModule: the training and validation steps, optimizer wiring and metric logging."""
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -17,6 +18,10 @@ from lightning_clip.errors import require
 from lightning_clip.grad_cache import grad_cache_backward
 from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
 from lightning_clip.models import CLIPModel, CLIPOutput, HFImageTower, ImageTower, TextTower
+from lightning_clip.numerics import NonFiniteGuard, all_finite
+from lightning_clip.rng import capture_rng_states, restore_rng_states
+
+log = logging.getLogger(__name__)
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -77,6 +82,7 @@ class CLIPLitModule(pl.LightningModule):
         min_lr: float = 0.0,
         compile: bool = False,
         grad_cache_chunks: int = 1,
+        max_nonfinite_steps: int = 10,
     ):
         """
         Args:
@@ -103,6 +109,12 @@ class CLIPLitModule(pl.LightningModule):
                 activations are never alive together, while the loss still contrasts the
                 whole batch (gradient caching). One device only, and without
                 ``trainer.gradient_clip_val``, which Lightning refuses in this mode.
+            max_nonfinite_steps: An optimizer step whose loss or gradient is not finite is
+                skipped (the weights and optimizer state stay as they were) and counted in
+                ``train/nonfinite_steps``; this many in a row stop training with an error
+                naming the step and the last finite values. 0 turns the check off, which
+                saves one host synchronisation per step. With fp16 mixed precision only the
+                loss is checked: the gradient scaler already skips overflowing steps.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -110,6 +122,7 @@ class CLIPLitModule(pl.LightningModule):
         require(warmup_steps >= 0, "model.warmup_steps", warmup_steps, "0 or more")
         require(max_logit_scale > 0, "model.max_logit_scale", max_logit_scale, "positive")
         require(grad_cache_chunks >= 1, "model.grad_cache_chunks", grad_cache_chunks, ">= 1")
+        require(max_nonfinite_steps >= 0, "model.max_nonfinite_steps", max_nonfinite_steps, ">= 0")
         # gradient caching runs its own backward passes, so Lightning must not
         self.automatic_optimization = grad_cache_chunks == 1
 
@@ -131,6 +144,9 @@ class CLIPLitModule(pl.LightningModule):
         )
         self.loss_fn = ContrastiveLoss(local_loss) if loss == "contrastive" else SigmoidLoss()
         self.optimizer = optimizer
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
+        self._step_loss: Tensor | None = None
+        self._resumed_rng_states: dict | None = None
         if compile:
             self.model.image_tower.compile()
             self.model.text_tower.compile()
@@ -165,6 +181,20 @@ class CLIPLitModule(pl.LightningModule):
         # the preprocessing the weights expect travels with them, readable without the code
         checkpoint["image_data_config"] = dict(self.image_data_config)
         checkpoint["context_length"] = self.model.text_tower.context_length
+        # with these a resumed run draws the same dropout masks as an uninterrupted one
+        checkpoint["rng_states"] = capture_rng_states()
+        checkpoint["nonfinite_steps"] = self.nonfinite.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng_states = checkpoint.get("rng_states")
+        if "nonfinite_steps" in checkpoint:
+            self.nonfinite.load_state_dict(checkpoint["nonfinite_steps"])
+
+    def on_train_start(self) -> None:
+        # restored here, after set-up and the sanity check have drawn their random numbers
+        if self._resumed_rng_states is not None:
+            restore_rng_states(self._resumed_rng_states)
+            self._resumed_rng_states = None
 
     @torch.no_grad()
     def encode_captions(self, captions: list[str], batch_size: int = 256) -> Tensor:
@@ -194,6 +224,7 @@ class CLIPLitModule(pl.LightningModule):
             self.hparams.grad_cache_chunks,
             self.manual_backward,
         )
+        self._step_loss = loss.detach()
         optimizer.step()
         self.lr_schedulers().step_update(num_updates=self.global_step)
         return loss
@@ -201,6 +232,7 @@ class CLIPLitModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         if self.automatic_optimization:
             loss, _ = self._shared_step(batch)
+            self._step_loss = loss.detach()
         else:
             loss = self._grad_cache_step(batch)
 
@@ -220,6 +252,29 @@ class CLIPLitModule(pl.LightningModule):
             sync_dist=True,
         )
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # after backward (and the gradient all-reduce), before the weights change
+        if not self.hparams.max_nonfinite_steps or self._step_loss is None:
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        grads = [grad for grad in grads if grad is not None]
+        finite = all_finite(
+            self._step_loss, grads, check_grads=self.trainer.precision != "16-mixed"
+        )
+        # one host synchronisation for the decision and the values the message needs
+        values = torch.stack([finite.float(), self._step_loss.float(), self.model.scale()])
+        finite, loss, scale = values.tolist()
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
+
+        if finite:
+            self.nonfinite.good(self.global_step, loss, scale)
+        else:
+            # no gradients: the optimizer leaves weights and moments untouched
+            optimizer.zero_grad(set_to_none=True)
+            log.warning(f"step {self.global_step}: non-finite loss or gradient, step skipped")
+            self.nonfinite.bad(self.global_step)
+        self.log(metrics.TRAIN_NONFINITE, float(self.nonfinite.skipped_total), batch_size=1)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.model.clamp_logit_scale()

@@ -25,8 +25,8 @@ def test_quickstart_learns_digits_far_above_chance(tmp_path, digits_root):
     ])  # fmt: skip
     logged = cli.trainer.callback_metrics
     # ten classes: chance is 0.1, with prompt templates never seen in training
-    assert logged["zeroshot/digits/top1"].item() > 0.4
-    assert logged["zeroshot/digits/top5"].item() > 0.8
+    assert logged["zeroshot/digits/top1"].item() > 0.3
+    assert logged["zeroshot/digits/top5"].item() > 0.7
 
     # the quickstart draws its pictures into TensorBoard
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

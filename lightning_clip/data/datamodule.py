@@ -1,16 +1,19 @@
 """ImageTextDataModule: caption tables split by image into train and validation loaders."""
 
 import logging
+import os
 import random
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lightning_clip.data.datasets import BadSamplePolicy, CaptionDataset, collate_readable
 from lightning_clip.data.formats.csv import read_csv_captions
 from lightning_clip.data.records import ImageCaptions, ReadReport
+from lightning_clip.data.sampling import ResumableLoader, ResumableSampler
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.data.transforms import build_transform
 from lightning_clip.errors import InputError, MissingInputError, require
@@ -57,6 +60,7 @@ class ImageTextDataModule(pl.LightningDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         hflip: float = 0.5,
         color_jitter: float = 0.0,
+        seed: int | None = None,
         tokenizer: Any = None,
         image_data_config: dict[str, Any] | None = None,
     ):
@@ -79,6 +83,9 @@ class ImageTextDataModule(pl.LightningDataModule):
             crop_scale: Area range of the training random-resized crop.
             hflip: Probability of a horizontal flip in training (0 for text or digits).
             color_jitter: Strength of training colour jitter; 0 turns it off.
+            seed: Seed of the training order and of each sample's random augmentation;
+                by default the run's `seed_everything` value (0 without one). A resumed
+                run keeps the seed of the checkpoint.
             tokenizer: Set from the model by the CLI; the text tower's caption tokenizer.
             image_data_config: Set from the model by the CLI; the image backbone's
                 preprocessing (size, interpolation, mean, std).
@@ -91,6 +98,7 @@ class ImageTextDataModule(pl.LightningDataModule):
         self.image_data_config = image_data_config
         self.train_records: list[ImageCaptions] = []
         self.val_records: list[ImageCaptions] = []
+        self._train_loader: ResumableLoader | None = None
 
         # read the tables now so a wrong path or column fails before any model is built
         self._read_tables()
@@ -193,23 +201,44 @@ class ImageTextDataModule(pl.LightningDataModule):
             image_index.extend([index] * len(record.captions))
         return captions, image_index
 
-    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader_options(self) -> dict[str, Any]:
         workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            collate_fn=collate_readable,
-            batch_size=batch_size,
-            shuffle=train,
-            # a partial last batch would give the loss fewer negatives than the rest
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
-        )
+        return {
+            "collate_fn": collate_readable,
+            "num_workers": workers,
+            "pin_memory": self.hparams.pin_memory,
+            "persistent_workers": self.hparams.persistent_workers and workers > 0,
+            # workers' base seeds come from here, not from the main process's generator
+            "generator": torch.Generator().manual_seed(self._seed()),
+        }
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.hparams.batch_size, train=True)
+    def _seed(self) -> int:
+        if self.hparams.seed is not None:
+            return self.hparams.seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def train_dataloader(self) -> ResumableLoader:
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = ResumableSampler(self.train_dataset, world_size, rank, self._seed())
+        batch_size = self.hparams.batch_size
+        self._train_loader = ResumableLoader(
+            self.train_dataset,
+            sampler,
+            batch_size=batch_size,
+            # a partial last batch would give the loss fewer negatives than the rest
+            drop_last=len(sampler) >= batch_size,
+            **self._loader_options(),
+        )
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
         batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
-        return self._loader(self.val_dataset, batch_size, train=False)
+        return DataLoader(self.val_dataset, batch_size=batch_size, **self._loader_options())
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # batches reach this hook as training consumes them (after any prefetching), which is
+        # the position a checkpoint must record
+        if self._train_loader is not None and self.trainer is not None and self.trainer.training:
+            self._train_loader.batch_consumed()
+        return batch

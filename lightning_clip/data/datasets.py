@@ -10,6 +10,7 @@ from torch.utils.data import Dataset, default_collate
 
 from lightning_clip.data.images import load_rgb
 from lightning_clip.data.records import ImageCaptions
+from lightning_clip.data.sampling import SeededIndex, seeded
 from lightning_clip.errors import BadImageError
 
 BadSamplePolicy = Literal["skip", "raise"]
@@ -57,7 +58,7 @@ class CaptionDataset(Dataset):
     def _caption(self, record: ImageCaptions) -> str:
         if not self.train:
             return record.captions[0]
-        # torch's generator is seeded per worker, so this draw is reproducible
+        # reproducible: the sampler seeds every sample (torch also seeds every worker)
         choice = torch.randint(len(record.captions), (1,)).item()
         return record.captions[choice]
 
@@ -70,7 +71,15 @@ class CaptionDataset(Dataset):
             "skipped": skipped,
         }
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | SeededIndex) -> dict:
+        if isinstance(key, tuple):
+            # a resumable sampler's (index, seed): this sample's random draws repeat exactly
+            index, seed = key
+            with seeded(seed):
+                return self._load(index)
+        return self._load(key)
+
+    def _load(self, index: int) -> dict:
         image = load_image_or_none(self.records[index].image_path, self.on_bad_sample)
         if image is not None or not self.train:
             return self._item(index, image, skipped=int(image is None))
