@@ -12,7 +12,7 @@ activations are alive at a time.
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_clip.models.clip import CLIPModel
 
@@ -29,7 +29,9 @@ def _set_rng_state(state: tuple, device: torch.device) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _loss(loss_fn: nn.Module, image_features, text_features, model: CLIPModel) -> Tensor:
+def _loss(
+    loss_fn: Callable[..., Tensor], image_features, text_features, model: CLIPModel
+) -> Tensor:
     scale = model.scale().float()
     if model.logit_bias is None:
         return loss_fn(image_features, text_features, scale)
@@ -38,7 +40,7 @@ def _loss(loss_fn: nn.Module, image_features, text_features, model: CLIPModel) -
 
 def grad_cache_backward(
     model: CLIPModel,
-    loss_fn: nn.Module,
+    loss_fn: Callable[..., Tensor],
     images: Tensor,
     tokens: Tensor,
     chunks: int,

@@ -11,6 +11,7 @@ TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
 TRAIN_DATA_WAIT = "train/data_wait_seconds"
 TRAIN_SKIPPED = "train/skipped_samples"
 TRAIN_NONFINITE = "train/nonfinite_steps"
+TRAIN_TRUNCATED = "train/truncated_captions"
 VAL_LOSS = "val/loss"
 VAL_SKIPPED = "val/skipped_samples"
 RECALL_KS = (1, 5, 10)

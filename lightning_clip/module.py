@@ -1,5 +1,6 @@
 """CLIPLitModule: the training and validation steps, optimizer wiring and metric logging."""
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from lightning_clip import metrics
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.errors import require
 from lightning_clip.grad_cache import grad_cache_backward
-from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
+from lightning_clip.losses import ContrastiveLoss, SigmoidLoss, text_ids
 from lightning_clip.models import CLIPModel, CLIPOutput, HFImageTower, ImageTower, TextTower
 from lightning_clip.numerics import NonFiniteGuard, all_finite
 from lightning_clip.rng import capture_rng_states, restore_rng_states
@@ -83,6 +84,7 @@ class CLIPLitModule(pl.LightningModule):
         compile: bool = False,
         grad_cache_chunks: int = 1,
         max_nonfinite_steps: int = 10,
+        duplicates_are_positives: bool = True,
     ):
         """
         Args:
@@ -115,6 +117,10 @@ class CLIPLitModule(pl.LightningModule):
                 naming the step and the last finite values. 0 turns the check off, which
                 saves one host synchronisation per step. With fp16 mixed precision only the
                 loss is checked: the gradient scaler already skips overflowing steps.
+            duplicates_are_positives: When the same image, or the same caption text, occurs
+                twice in a global batch, the copies count as right answers for each other
+                (multi-positive targets) instead of as negatives. Short, repetitive captions
+                ("a photo of a dog") make such duplicates common.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -206,19 +212,26 @@ class CLIPLitModule(pl.LightningModule):
         ]
         return torch.cat(features).float()
 
+    def _loss_fn(self, batch: dict) -> Callable[..., Tensor]:
+        """The loss, told which samples of the batch are the same image or caption."""
+        if not self.hparams.duplicates_are_positives or "index" not in batch:
+            return self.loss_fn
+        ids = {"image_ids": batch["index"], "caption_ids": text_ids(batch["text"])}
+        return functools.partial(self.loss_fn, **ids)
+
     def _shared_step(self, batch: dict) -> tuple[Tensor, CLIPOutput]:
         output = self.model(batch["image"], batch["text"])
         features = (output.image_features, output.text_features, output.logit_scale)
         if output.logit_bias is not None:
             features += (output.logit_bias,)
-        return self.loss_fn(*features), output
+        return self._loss_fn(batch)(*features), output
 
     def _grad_cache_step(self, batch: dict) -> Tensor:
         optimizer = self.optimizers()
         optimizer.zero_grad()
         loss = grad_cache_backward(
             self.model,
-            self.loss_fn,
+            self._loss_fn(batch),
             batch["image"],
             batch["text"],
             self.hparams.grad_cache_chunks,
@@ -243,14 +256,14 @@ class CLIPLitModule(pl.LightningModule):
             self.log(metrics.TRAIN_LOGIT_BIAS, self.model.logit_bias, batch_size=batch_size)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
-        self.log(
-            metrics.TRAIN_SKIPPED,
-            batch["skipped"].float(),
-            on_step=False,
-            on_epoch=True,
-            reduce_fx="sum",
-            sync_dist=True,
-        )
+        for key, name in [
+            (metrics.TRAIN_SKIPPED, "skipped"),
+            (metrics.TRAIN_TRUNCATED, "truncated"),
+        ]:
+            if name in batch:
+                # summed over the epoch and the devices
+                self.log(key, batch[name].float(), on_step=False, on_epoch=True, reduce_fx="sum",
+                         sync_dist=True, batch_size=1)  # fmt: skip
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

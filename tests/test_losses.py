@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
+from lightning_clip.losses import ContrastiveLoss, SigmoidLoss, text_ids
 
 
 def test_loss_matches_hand_computed_value():
@@ -94,3 +94,48 @@ def test_sigmoid_loss_passes_gradient_to_scale_and_bias():
     # at bias -10 every pair looks negative: raising the bias helps the positives most
     assert bias.grad.item() < 0
     assert scale.grad is not None and scale.grad.item() < 0
+
+
+def test_repeated_captions_share_the_target_instead_of_being_negatives():
+    generator = torch.Generator().manual_seed(3)
+    images = F.normalize(torch.randn(3, 4, generator=generator), dim=-1)
+    texts = F.normalize(torch.randn(3, 4, generator=generator), dim=-1)
+    scale = torch.tensor(5.0)
+    image_ids = torch.tensor([0, 1, 2])
+    caption_ids = torch.tensor([7, 8, 7])  # samples 0 and 2 have the same caption
+
+    logits = scale * images @ texts.T
+    targets = torch.tensor([[0.5, 0, 0.5], [0, 1, 0], [0.5, 0, 0.5]])
+    by_hand = (
+        -(targets * logits.log_softmax(dim=1)).sum(1).mean()
+        - (targets * logits.T.log_softmax(dim=1)).sum(1).mean()
+    ) / 2
+    loss = ContrastiveLoss()(images, texts, scale, image_ids, caption_ids)
+    assert loss.item() == pytest.approx(by_hand.item(), abs=1e-6)
+
+    # without duplicates the targets are the usual diagonal
+    distinct = ContrastiveLoss()(images, texts, scale, image_ids, torch.tensor([7, 8, 9]))
+    assert distinct.item() == pytest.approx(
+        ContrastiveLoss()(images, texts, scale).item(), abs=1e-6
+    )
+
+
+def test_sigmoid_loss_labels_a_repeated_image_positive():
+    generator = torch.Generator().manual_seed(4)
+    images = F.normalize(torch.randn(3, 4, generator=generator), dim=-1)
+    texts = F.normalize(torch.randn(3, 4, generator=generator), dim=-1)
+    scale, bias = torch.tensor(10.0), torch.tensor(-3.0)
+    image_ids = torch.tensor([5, 6, 5])  # samples 0 and 2 show the same image
+
+    logits = scale * images @ texts.T + bias
+    labels = torch.tensor([[1.0, -1, 1], [-1, 1, -1], [1, -1, 1]])
+    by_hand = -F.logsigmoid(labels * logits).sum() / 3
+    loss = SigmoidLoss()(images, texts, scale, bias, image_ids, torch.tensor([1, 2, 3]))
+    assert loss.item() == pytest.approx(by_hand.item(), abs=1e-6)
+
+
+def test_text_ids_are_equal_exactly_for_equal_token_rows():
+    tokens = torch.tensor([[101, 7, 8, 102, 0], [101, 7, 8, 102, 0], [101, 8, 7, 102, 0]])
+    ids = text_ids(tokens)
+    assert ids[0] == ids[1] and ids[0] != ids[2]
+    assert ids.dtype == torch.int64

@@ -14,6 +14,9 @@ from lightning_clip.losses import ContrastiveLoss, SigmoidLoss
 
 WORLD_SIZE = 2
 BATCH_SIZE = 8
+# duplicates within a rank (captions 0 and 3) and across ranks (captions 1 and 5, images 2, 6)
+IMAGE_IDS = torch.tensor([0, 1, 2, 3, 4, 5, 2, 7])
+CAPTION_IDS = torch.tensor([10, 11, 12, 10, 14, 11, 16, 17])
 
 
 def _data(uniform: bool = False):
@@ -30,28 +33,30 @@ def _data(uniform: bool = False):
     return images, texts, image_proj, text_proj
 
 
-def _loss_and_grads(images, texts, image_proj, text_proj, kind):
+def _loss_and_grads(images, texts, image_proj, text_proj, kind, ids=None):
     image_proj = image_proj.clone().requires_grad_()
     text_proj = text_proj.clone().requires_grad_()
     bias = torch.tensor(-2.0, requires_grad=True)
     image_features = F.normalize(images @ image_proj, dim=-1)
     text_features = F.normalize(texts @ text_proj, dim=-1)
+    ids = {} if ids is None else {"image_ids": ids[0], "caption_ids": ids[1]}
     if kind == "sigmoid":
-        loss = SigmoidLoss()(image_features, text_features, torch.tensor(10.0), bias)
+        loss = SigmoidLoss()(image_features, text_features, torch.tensor(10.0), bias, **ids)
     else:
         loss_fn = ContrastiveLoss(local_loss=kind == "local")
-        loss = loss_fn(image_features, text_features, torch.tensor(10.0)) + 0 * bias
+        loss = loss_fn(image_features, text_features, torch.tensor(10.0), **ids) + 0 * bias
     loss.backward()
     return loss.detach(), image_proj.grad, text_proj.grad, bias.grad
 
 
-def _worker(rank, port, kind, results):
+def _worker(rank, port, kind, results, duplicates=False):
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
     )
     images, texts, image_proj, text_proj = _data(uniform=kind == "uniform")
     shard = slice(rank * BATCH_SIZE // WORLD_SIZE, (rank + 1) * BATCH_SIZE // WORLD_SIZE)
-    loss, *grads = _loss_and_grads(images[shard], texts[shard], image_proj, text_proj, kind)
+    ids = (IMAGE_IDS[shard], CAPTION_IDS[shard]) if duplicates else None
+    loss, *grads = _loss_and_grads(images[shard], texts[shard], image_proj, text_proj, kind, ids)
 
     # what DDP does with parameter gradients: average them over the processes
     for grad in grads:
@@ -69,14 +74,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("duplicates", [False, True], ids=["distinct", "duplicates"])
 @pytest.mark.parametrize("kind", ["contrastive", "local", "sigmoid"])
-def test_two_processes_match_one_process(kind):
+def test_two_processes_match_one_process(kind, duplicates):
     # the local loss must equal the full loss: compare both with one full-batch process
-    expected = _loss_and_grads(*_data(), kind="sigmoid" if kind == "sigmoid" else "contrastive")
+    ids = (IMAGE_IDS, CAPTION_IDS) if duplicates else None
+    reference = "sigmoid" if kind == "sigmoid" else "contrastive"
+    expected = _loss_and_grads(*_data(), kind=reference, ids=ids)
 
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(_worker, args=(_free_port(), kind, results), nprocs=WORLD_SIZE, join=True)
+    arguments = (_free_port(), kind, results, duplicates)
+    mp.spawn(_worker, args=arguments, nprocs=WORLD_SIZE, join=True)
 
     for rank in range(WORLD_SIZE):
         for got, want in zip(results[rank], expected, strict=True):

@@ -15,8 +15,8 @@ class PoisonedLoss(torch.nn.Module):
         super().__init__()
         self.clean, self.poisoned = clean, False
 
-    def forward(self, *features):
-        loss = self.clean(*features)
+    def forward(self, *features, **ids):
+        loss = self.clean(*features, **ids)
         return loss * math.nan if self.poisoned else loss
 
 

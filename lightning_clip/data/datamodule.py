@@ -11,9 +11,10 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lightning_clip.data.datasets import BadSamplePolicy, CaptionDataset, collate_readable
-from lightning_clip.data.formats.csv import read_csv_captions
+from lightning_clip.data.formats.webdataset import WebDatasetLoader, build_webdataset_loader
 from lightning_clip.data.records import ImageCaptions, ReadReport
 from lightning_clip.data.sampling import ResumableLoader, ResumableSampler
+from lightning_clip.data.sources import CaptionSource, read_source
 from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.data.transforms import build_transform
 from lightning_clip.errors import InputError, MissingInputError, require
@@ -41,12 +42,14 @@ def split_by_image(
 
 
 class ImageTextDataModule(pl.LightningDataModule):
-    """Image-caption pairs from CSV/TSV tables for contrastive training and retrieval."""
+    """Image-caption pairs from caption datasets of any format, for training and retrieval."""
 
     def __init__(
         self,
-        train_file: str,
+        train_file: str | None = None,
         val_file: str | None = None,
+        train_sources: list[CaptionSource] | None = None,
+        val_sources: list[CaptionSource] | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         image_column: str = "image",
@@ -67,12 +70,16 @@ class ImageTextDataModule(pl.LightningDataModule):
         """
         Args:
             train_file: CSV/TSV with one row per caption; image paths relative to the file.
-            val_file: Validation table; without it `val_fraction` of the training images
-                are held out.
+                A shortcut for one `train_sources` entry.
+            val_file: Validation table; without it (and without `val_sources`)
+                `val_fraction` of each training source's images are held out.
+            train_sources: Caption datasets of any format (CSV/TSV, JSONL, COCO captions
+                JSON, image folders with sidecar text), mixed by their `weight`.
+            val_sources: Validation datasets of any format.
             val_fraction: Share of images held out when there is no `val_file`.
             split_seed: Seed of the image-level train/validation split.
-            image_column: Column holding the image path.
-            caption_column: Column holding the caption text.
+            image_column: Column of `train_file`/`val_file` holding the image path.
+            caption_column: Column of `train_file`/`val_file` holding the caption text.
             batch_size: Training samples per device and step.
             eval_batch_size: Validation samples per device; defaults to `batch_size`.
             num_workers: Loader worker processes per device.
@@ -98,6 +105,10 @@ class ImageTextDataModule(pl.LightningDataModule):
         self.image_data_config = image_data_config
         self.train_records: list[ImageCaptions] = []
         self.val_records: list[ImageCaptions] = []
+        self.train_mixture: list[tuple[int, float]] = []  # (images, weight) per source
+        self.train_shards: CaptionSource | None = None  # a streamed WebDataset source
+        self.missing_images: list[tuple[str, str]] = []  # ("training"/"validation", file)
+        self.empty_captions = {"training": 0, "validation": 0}  # dropped while reading
         self._train_loader: ResumableLoader | None = None
 
         # read the tables now so a wrong path or column fails before any model is built
@@ -122,13 +133,28 @@ class ImageTextDataModule(pl.LightningDataModule):
         require(0 <= hp.hflip <= 1, "data.hflip", hp.hflip, "a probability in [0, 1]")
         require(hp.color_jitter >= 0, "data.color_jitter", hp.color_jitter, "0 or more")
 
-    def _read(self, path: str) -> list[ImageCaptions]:
+    def _sources(self, file: str | None, sources: list[CaptionSource] | None, role: str):
+        hp = self.hparams
+        if file is not None and sources:
+            raise InputError(f"data: give {role}_file or {role}_sources, not both")
+        if file is not None:
+            return [CaptionSource(file, image_key=hp.image_column, caption_key=hp.caption_column)]
+        # from YAML a source may arrive as a plain mapping
+        return [
+            s if isinstance(s, CaptionSource) else CaptionSource(**dict(s)) for s in sources or []
+        ]
+
+    def _read(self, source: CaptionSource, role: str = "training") -> list[ImageCaptions]:
         report = ReadReport()
-        records = read_csv_captions(
-            path, self.hparams.image_column, self.hparams.caption_column, report=report
-        )
+        records = read_source(source, report)
+        self.empty_captions[role] += report.empty_captions
+        path = source.path
         if report.empty_captions:
             rank_zero_warn(f"{path}: dropped {report.empty_captions} empty caption(s)")
+        if report.uncaptioned_images:
+            rank_zero_warn(
+                f"{path}: left out {report.uncaptioned_images} image(s) without captions"
+            )
         if report.multiline_captions:
             rank_zero_warn(
                 f"{path}: {len(report.multiline_captions)} caption(s) span several lines, "
@@ -137,6 +163,7 @@ class ImageTextDataModule(pl.LightningDataModule):
 
         readable = [record for record in records if record.image_path.is_file()]
         missing = [record for record in records if not record.image_path.is_file()]
+        self.missing_images += [(role, f"{r.image_path} ({r.source})") for r in missing]
         if missing:
             examples = ", ".join(f"{r.image_path} ({r.source})" for r in missing[:3])
             message = f"{path}: {len(missing)} image file(s) missing, e.g. {examples}"
@@ -149,23 +176,54 @@ class ImageTextDataModule(pl.LightningDataModule):
         return readable
 
     def _read_tables(self) -> None:
-        train_records = self._read(self.hparams.train_file)
-        if self.hparams.val_file:
-            self.train_records = train_records
-            self.val_records = self._read(self.hparams.val_file)
-        else:
-            self.train_records, self.val_records = split_by_image(
-                train_records, self.hparams.val_fraction, self.hparams.split_seed
-            )
+        hp = self.hparams
+        train_sources = self._sources(hp.train_file, hp.train_sources, "train")
+        val_sources = self._sources(hp.val_file, hp.val_sources, "val")
+        if not train_sources:
+            raise InputError("data: no training data; set data.train_file or data.train_sources")
+        if any(source.resolved_format() == "webdataset" for source in train_sources):
+            self._use_shards(train_sources, val_sources)
+            return
+
+        for source in train_sources:
+            records = self._read(source)
+            if not val_sources:
+                records, held_out = split_by_image(records, hp.val_fraction, hp.split_seed)
+                self.val_records += held_out
+            self.train_records += records
+            self.train_mixture.append((len(records), source.weight))
+        for source in val_sources:
+            self.val_records += self._read(source, "validation")
+
         if len(self.train_records) < 2:
             raise InputError(
-                f"{self.hparams.train_file}: {len(self.train_records)} training image(s) after "
+                f"{train_sources[0].path}: {len(self.train_records)} training image(s) after "
                 "the validation split; contrastive training needs at least 2"
             )
         rank_zero_info(
             f"caption data: {len(self.train_records)} training images, "
             f"{len(self.val_records)} validation images"
         )
+
+    def _use_shards(self, train_sources: list[CaptionSource], val_sources) -> None:
+        if len(train_sources) > 1:
+            raise NotImplementedError(
+                "data.train_sources: a WebDataset source cannot be mixed with other sources yet; "
+                "write them all into shards, or use one WebDataset source"
+            )
+        self.train_shards = train_sources[0]
+        require(
+            (self.train_shards.samples_per_epoch or 0) >= 1,
+            "data.train_sources[0].samples_per_epoch", self.train_shards.samples_per_epoch,
+            "a positive number for WebDataset shards (samples per epoch over all devices)",
+        )  # fmt: skip
+        # validation needs every caption of every image for retrieval: a map-style source
+        for source in val_sources:
+            self.val_records += self._read(source, "validation")
+        if not self.val_records:
+            rank_zero_warn(
+                "training from WebDataset shards without val_file/val_sources: no validation"
+            )
 
     def _check_linked(self) -> None:
         if self.tokenizer is None or self.image_data_config is None:
@@ -217,10 +275,14 @@ class ImageTextDataModule(pl.LightningDataModule):
             return self.hparams.seed
         return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
-    def train_dataloader(self) -> ResumableLoader:
+    def train_dataloader(self) -> ResumableLoader | WebDatasetLoader:
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        sampler = ResumableSampler(self.train_dataset, world_size, rank, self._seed())
+        if self.train_shards is not None:
+            return self._shard_loader(world_size, rank)
+        sampler = ResumableSampler(
+            self.train_dataset, world_size, rank, self._seed(), mixture=self.train_mixture
+        )
         batch_size = self.hparams.batch_size
         self._train_loader = ResumableLoader(
             self.train_dataset,
@@ -231,6 +293,24 @@ class ImageTextDataModule(pl.LightningDataModule):
             **self._loader_options(),
         )
         return self._train_loader
+
+    def _shard_loader(self, world_size: int, rank: int) -> WebDatasetLoader:
+        source = self.train_shards
+        return build_webdataset_loader(
+            source.path,
+            self.train_dataset.transform,
+            self.tokenizer,
+            batch_size=self.hparams.batch_size,
+            samples_per_epoch=source.samples_per_epoch,
+            world_size=world_size,
+            rank=rank,
+            num_workers=self.hparams.num_workers,
+            seed=self._seed(),
+            resampled=source.resampled,
+            caption_key=source.caption_key or "txt",
+            on_bad_sample=self.hparams.on_bad_sample,
+            epoch_source=lambda: self.trainer.current_epoch if self.trainer else 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         batch_size = self.hparams.eval_batch_size or self.hparams.batch_size

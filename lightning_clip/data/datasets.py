@@ -63,12 +63,17 @@ class CaptionDataset(Dataset):
         return record.captions[choice]
 
     def _item(self, index: int, image, skipped: int) -> dict:
-        record = self.records[index]
+        caption = self._caption(self.records[index])
+        if hasattr(self.tokenizer, "with_truncation_count"):
+            tokens, truncated = self.tokenizer.with_truncation_count([caption])
+        else:
+            tokens, truncated = self.tokenizer([caption]), 0
         return {
             "image": None if image is None else self.transform(image),
-            "text": self.tokenizer([self._caption(record)])[0],
+            "text": tokens[0],
             "index": index,
             "skipped": skipped,
+            "truncated": truncated,
         }
 
     def __getitem__(self, key: int | SeededIndex) -> dict:
@@ -96,10 +101,15 @@ class CaptionDataset(Dataset):
 
 
 def collate_readable(items: list[dict]) -> dict:
-    """Stack the items whose image was read; `skipped` counts the others (a 0-d tensor)."""
+    """Stack the items whose image was read; `skipped` counts the others (a 0-d tensor).
+
+    `truncated` (when the items carry it) counts the captions cut to the context length.
+    """
     readable = [item for item in items if item["image"] is not None]
     batch = default_collate(readable) if readable else {"image": None}
     batch["skipped"] = torch.tensor(sum(item["skipped"] for item in items))
+    if readable and "truncated" in readable[0]:
+        batch["truncated"] = torch.tensor(sum(item["truncated"] for item in readable))
     return batch
 
 

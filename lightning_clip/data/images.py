@@ -1,6 +1,8 @@
 """Opening an image file of any PIL mode as a 3-channel RGB picture."""
 
+import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -40,9 +42,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open `path`, apply its EXIF orientation and return an RGB image; raises on bad files."""
-    with Image.open(path) as image:
+def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
+    """Open `path` (or a binary file object), apply its EXIF orientation, return RGB.
+
+    Raises on files that are not images, are cut short, or are decompression-bomb sized.
+    """
+    with warnings.catch_warnings():
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse those as well
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         image = ImageOps.exif_transpose(image)
         image.load()
         return _to_rgb(image)

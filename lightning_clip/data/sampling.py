@@ -46,17 +46,72 @@ def seeded(seed: int):
             random.setstate(python_state)
 
 
+def quotas(sizes: list[int], weights: list[float]) -> list[int]:
+    """Samples per source in an epoch of sum(sizes) samples, proportional to the weights.
+
+    Largest remainders round the shares, so the quotas add up to the epoch exactly.
+    """
+    total, weight_sum = sum(sizes), sum(weights)
+    shares = [total * weight / weight_sum for weight in weights]
+    counts = [int(share) for share in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def mixture_order(sizes: list[int], weights: list[float], generator: torch.Generator) -> list:
+    """An epoch of indices into the concatenated sources, shuffled, with each source's quota.
+
+    A source asked for more samples than it has is walked through in several permutations
+    (no image repeats before all of that source's images were drawn); one asked for fewer
+    gives a random subset.
+    """
+    order, offset = [], 0
+    for size, count in zip(sizes, quotas(sizes, weights), strict=True):
+        rounds = [torch.randperm(size, generator=generator) for _ in range(-(-count // size))]
+        picked = torch.cat(rounds)[:count] if rounds else torch.empty(0, dtype=torch.long)
+        order.append(picked + offset)
+        offset += size
+    combined = torch.cat(order)
+    return combined[torch.randperm(len(combined), generator=generator)].tolist()
+
+
 class ResumableSampler(DistributedSampler):
-    """Per-rank shuffled indices with per-sample seeds; resumable in the middle of an epoch."""
+    """Per-rank shuffled indices with per-sample seeds; resumable in the middle of an epoch.
+
+    With `mixture` ((size, weight) per source, the dataset being their concatenation) each
+    epoch draws every source's share of the samples by weight.
+    """
 
     def __init__(
-        self, dataset: Dataset, num_replicas: int, rank: int, seed: int, drop_last: bool = False
+        self,
+        dataset: Dataset,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        drop_last: bool = False,
+        mixture: list[tuple[int, float]] | None = None,
     ):
         super().__init__(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
             drop_last=drop_last,
         )  # fmt: skip
+        self.mixture = mixture if mixture and len({w for _, w in mixture}) > 1 else None
         self._skip = 0
+
+    def _rank_order(self) -> list[int]:
+        if self.mixture is None:
+            return list(super().__iter__())
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        sizes, weights = zip(*self.mixture, strict=True)
+        order = mixture_order(list(sizes), list(weights), generator)
+        # as DistributedSampler: pad (or cut) to equal shares, then every num_replicas-th
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:
+            order += (order * (-(-self.total_size // len(order))))[: self.total_size - len(order)]
+        return order[self.rank : self.total_size : self.num_replicas]
 
     def resume(self, epoch: int, consumed: int) -> None:
         """Start the next pass in `epoch`, after this rank's first `consumed` samples."""
@@ -69,7 +124,7 @@ class ResumableSampler(DistributedSampler):
         super().set_epoch(epoch)
 
     def __iter__(self) -> Iterator[SeededIndex]:
-        order = list(super().__iter__())
+        order = self._rank_order()
         skip, self._skip = self._skip, 0
         for index in order[skip:]:
             yield index, sample_seed(self.seed, self.epoch, index)

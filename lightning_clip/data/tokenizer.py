@@ -55,8 +55,14 @@ class CaptionTokenizer:
 
     def __call__(self, texts: list[str]) -> Tensor:
         """B captions -> (B, L) token ids."""
+        return self.with_truncation_count(texts)[0]
+
+    def with_truncation_count(self, texts: list[str]) -> tuple[Tensor, int]:
+        """B captions -> (B, L) token ids and how many captions were cut to fit."""
         tokens = torch.full((len(texts), self.context_length), self.pad_token_id)
+        truncated = 0
         for row, text in enumerate(texts):
-            ids, _ = self.token_ids(text)
+            ids, cut = self.token_ids(text)
             tokens[row, : len(ids)] = torch.tensor(ids)
-        return tokens
+            truncated += cut
+        return tokens, truncated

@@ -267,6 +267,10 @@ class TextTower(Tower):
         """
         super().__init__()
         self.backbone = HFTextBackbone(pretrained_dir, model_type, config, tokenizer_dir)
+        if pool != "pooler" and getattr(self.backbone.model, "pooler", None) is not None:
+            # an unused pooler gets no gradient, which DDP refuses unless told to search for
+            # unused parameters every step; BERT-like models run without it
+            self.backbone.model.pooler = None
         self.head = build_projection(self.backbone.width, embed_dim, proj, "text_tower")
         self.pool = pool
         self.context_length = context_length

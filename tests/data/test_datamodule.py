@@ -5,13 +5,11 @@ import pytest
 import torch
 from PIL import Image
 from torch.testing import assert_close
-from transformers import AutoTokenizer
 
 from lightning_clip.data.datamodule import ImageTextDataModule, split_by_image
 from lightning_clip.data.records import ImageCaptions
-from lightning_clip.data.tokenizer import CaptionTokenizer
+from tests.data.conftest import CONTEXT_LENGTH
 
-CONTEXT_LENGTH = 8
 IMAGE_CONFIG = {
     "input_size": (3, 32, 32),
     "interpolation": "bicubic",
@@ -26,12 +24,6 @@ COLOURS = {
     "white": (255, 255, 255),
     "black": (0, 0, 0),
 }
-
-
-@pytest.fixture
-def caption_tokenizer(tokenizer_dir) -> CaptionTokenizer:
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    return CaptionTokenizer(tokenizer, CONTEXT_LENGTH)
 
 
 def make_images(folder: Path, count: int) -> list[str]:
@@ -330,3 +322,15 @@ def test_too_few_training_images_is_an_error(tmp_path, caption_tokenizer):
     table = write_table(tmp_path / "train.csv", two_captions_each(make_images(tmp_path, 4)))
     with pytest.raises(ValueError, match="1 training image\\(s\\) after the validation split"):
         make_datamodule(table, caption_tokenizer, val_fraction=0.9)
+
+
+def test_training_batches_count_truncated_captions(tmp_path, caption_tokenizer):
+    names = make_images(tmp_path, 4)
+    long = "a very long caption " * 5  # far beyond the 8 tokens of the test tokenizer
+    table = write_table(
+        tmp_path / "t.csv", [(n, long if i % 2 else "ab") for i, n in enumerate(names)]
+    )
+    datamodule = make_datamodule(table, caption_tokenizer, val_fraction=0)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["truncated"].item() == 2

@@ -165,3 +165,12 @@ def test_truncated_file_raises(suffix, tmp_path):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_rgb(tmp_path / "nowhere.png")
+
+
+@pytest.mark.parametrize("side", [12, 20])  # PIL warns at 1x its limit and errors at 2x
+def test_decompression_bomb_sized_images_are_refused(side, tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (side, side)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # stands in for 89 million pixels
+    with pytest.raises((Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        load_rgb(path)

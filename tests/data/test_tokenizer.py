@@ -145,3 +145,10 @@ def test_conftest_character_tokenizer_truncates_keeping_sep(tokenizer_dir):
     assert pieces[1] == ["[CLS]", "a", "##b", "##c", "##d", "##e", "##f", "[SEP]"]
     assert caption_tokenizer.token_ids("abcdefghij")[1]
     assert not caption_tokenizer.token_ids("abcdef")[1]
+
+
+def test_truncated_captions_are_counted_per_batch(char_tokenizer):
+    tokenizer = CaptionTokenizer(char_tokenizer, context_length=5)
+    tokens, truncated = tokenizer.with_truncation_count(["abc", "abcd", "ab", "abcdef"])
+    assert truncated == 2  # "abcd" and "abcdef" need more than 5 ids
+    assert torch.equal(tokens, tokenizer(["abc", "abcd", "ab", "abcdef"]))

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from lightning_clip.data.tokenizer import CaptionTokenizer
 from lightning_clip.models import ImageTower
 from tests.conftest import EMBED_DIM
 
@@ -120,3 +121,15 @@ def test_projection_kinds_map_width_to_embed_dim():
     identity = ImageTower(32, proj="none", **kwargs).eval()
     with torch.no_grad():
         assert_close(identity(images), identity.backbone(images))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+@pytest.mark.parametrize("pool", ["cls", "mean", "eos", "pooler"])
+def test_every_text_tower_parameter_gets_a_gradient(make_text_tower, model_type, pool):
+    # DDP without find_unused_parameters stops on any parameter the loss does not reach
+    tower = make_text_tower(model_type=model_type, pool=pool)
+    tokens = CaptionTokenizer(tower.tokenizer, tower.context_length)(["a red square", "two"])
+    tower(tokens).sum().backward()
+    without = [name for name, p in tower.named_parameters() if p.requires_grad and p.grad is None]
+    assert without == []
+    assert any("pooler" in name for name, _ in tower.named_parameters()) == (pool == "pooler")

@@ -3,7 +3,7 @@
 import csv
 from pathlib import Path
 
-from lightning_clip.data.records import ImageCaptions, ReadReport
+from lightning_clip.data.records import ImageCaptions, ReadReport, RecordBuilder
 from lightning_clip.errors import InputError, MissingInputError
 
 
@@ -70,24 +70,10 @@ def read_csv_captions(
 ) -> list[ImageCaptions]:
     """Group a caption table by image; rows naming the same image add captions to it."""
     path = Path(path)
-    report = report if report is not None else ReadReport()
-    records: dict[Path, ImageCaptions] = {}
-
+    builder = RecordBuilder(report)
     for line, row in read_rows(path, [image_column, caption_column], delimiter):
         image_name = (row[image_column] or "").strip()
         if not image_name:
             raise InputError(f"{path}:{line}: empty value in column {image_column!r}")
-
-        caption = row[caption_column] or ""
-        if not caption.strip():
-            report.empty_captions += 1
-            continue
-        if "\n" in caption:
-            report.multiline_captions.append(f"{path}:{line}")
-
-        image_path = (path.parent / image_name).resolve()
-        if image_path not in records:
-            records[image_path] = ImageCaptions(image_path, [], f"{path}:{line}")
-        records[image_path].captions.append(caption)
-
-    return list(records.values())
+        builder.add(path.parent / image_name, row[caption_column] or "", f"{path}:{line}")
+    return builder.records()
