@@ -9,6 +9,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 from timm.scheduler import CosineLRScheduler
 from torch import Tensor, nn
@@ -23,6 +24,11 @@ from lightning_clip.numerics import NonFiniteGuard, all_finite
 from lightning_clip.rng import capture_rng_states, restore_rng_states
 
 log = logging.getLogger(__name__)
+
+
+def _with_grads(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return [p for p in params if p.grad is not None]
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -205,11 +211,13 @@ class CLIPLitModule(pl.LightningModule):
     @torch.no_grad()
     def encode_captions(self, captions: list[str], batch_size: int = 256) -> Tensor:
         """Captions -> (B, E) normalised text features, in batches."""
-        tokenizer = self.tokenizer
-        features = [
-            self.model.encode_text(tokenizer(captions[start : start + batch_size]).to(self.device))
-            for start in range(0, len(captions), batch_size)
-        ]
+        tokenizer, text_tower = self.tokenizer, self.model.text_tower
+        features = []
+        for start in range(0, len(captions), batch_size):
+            tokens = tokenizer(captions[start : start + batch_size])
+            # trailing padding changes no feature (the mask hides it): cut it off to save work
+            tokens = tokens[:, : int(text_tower.attention_mask(tokens).sum(dim=1).max())]
+            features.append(self.model.encode_text(tokens.to(self.device)))
         return torch.cat(features).float()
 
     def _loss_fn(self, batch: dict) -> Callable[..., Tensor]:
@@ -267,18 +275,52 @@ class CLIPLitModule(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # after backward (and the gradient all-reduce), before the weights change
-        if not self.hparams.max_nonfinite_steps or self._step_loss is None:
-            return
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-        grads = [grad for grad in grads if grad is not None]
-        finite = all_finite(
-            self._step_loss, grads, check_grads=self.trainer.precision != "16-mixed"
+        # Lightning clips (and so checks, below) in automatic optimization only
+        if not self.automatic_optimization and self._guarded():
+            self._skip_if_nonfinite(optimizer)
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        # after backward and the gradient all-reduce, before the weights change
+        norm = None
+        if self._guarded() and self._plain_norm_clipping(
+            gradient_clip_val, gradient_clip_algorithm
+        ):
+            # one pass over the gradients both clips them and gives the check its norm
+            norm = torch.nn.utils.clip_grad_norm_(_with_grads(optimizer), gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if self._guarded():
+            self._skip_if_nonfinite(optimizer, norm)
+
+    def _guarded(self) -> bool:
+        return bool(self.hparams.max_nonfinite_steps) and self._step_loss is not None
+
+    def _plain_norm_clipping(self, clip_value, algorithm) -> bool:
+        """Whether clipping is torch's clip_grad_norm_ on whole gradients, as Lightning does it."""
+        plain_strategy = type(self.trainer.strategy) in (SingleDeviceStrategy, DDPStrategy)
+        return (
+            bool(clip_value)
+            and algorithm in (None, "norm")
+            and self.trainer.precision != "16-mixed"
+            and plain_strategy
         )
+
+    def _skip_if_nonfinite(self, optimizer: torch.optim.Optimizer, norm: Tensor | None = None):
+        """Skip the optimizer step when the loss or a gradient is not finite; count it."""
+        # with fp16 the gradient scaler handles overflowing gradients itself
+        check_grads = self.trainer.precision != "16-mixed"
+        if check_grads and norm is None:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in _with_grads(optimizer)])
+        finite = all_finite(self._step_loss, norm if check_grads else None)
+
         # one host synchronisation for the decision and the values the message needs
         values = torch.stack([finite.float(), self._step_loss.float(), self.model.scale()])
         finite, loss, scale = values.tolist()
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
+        if not check_grads:
+            # the loss may differ between devices; all-reduced gradients do not
+            finite = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
 
         if finite:
             self.nonfinite.good(self.global_step, loss, scale)
@@ -287,7 +329,7 @@ class CLIPLitModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             log.warning(f"step {self.global_step}: non-finite loss or gradient, step skipped")
             self.nonfinite.bad(self.global_step)
-        self.log(metrics.TRAIN_NONFINITE, float(self.nonfinite.skipped_total), batch_size=1)
+            self.log(metrics.TRAIN_NONFINITE, float(self.nonfinite.skipped_total), batch_size=1)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.model.clamp_logit_scale()

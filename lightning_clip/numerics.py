@@ -10,12 +10,14 @@ class NonFiniteTrainingError(RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
 
 
-def all_finite(loss: Tensor, grads: list[Tensor], check_grads: bool = True) -> Tensor:
-    """A 0-dim bool tensor, True when the loss and (optionally) every gradient are finite."""
+def all_finite(loss: Tensor, grad_norm: Tensor | None = None) -> Tensor:
+    """A 0-dim bool tensor, True when the loss and the gradients' total norm are finite.
+
+    The total norm is finite exactly when every gradient element is.
+    """
     finite = torch.isfinite(loss.detach()).all()
-    if check_grads and grads:
-        # the total norm is finite exactly when every gradient element is
-        finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+    if grad_norm is not None:
+        finite = finite & torch.isfinite(grad_norm)
     return finite
 
 

@@ -103,3 +103,11 @@ def test_invalid_loss_combinations_are_refused(overrides, key, make_image_tower,
             embed_dim=16,
             **overrides,
         )
+
+
+def test_encode_captions_cuts_padding_without_changing_features(tiny_module):
+    captions = ["a", "a much longer caption than the others", "two words"]
+    tiny_module.eval()
+    with torch.no_grad():
+        full = tiny_module.model.encode_text(tiny_module.tokenizer(captions))
+    torch.testing.assert_close(tiny_module.encode_captions(captions, 2), full, atol=1e-5, rtol=0)

@@ -60,10 +60,11 @@ def test_guard_message_names_the_step_and_last_finite_values():
 
 
 @pytest.mark.slow
-def test_bad_steps_leave_the_weights_and_training_goes_on(tmp_path, digits_root):
+@pytest.mark.parametrize("clip", [[], ["--trainer.gradient_clip_val", "0.5"]], ids=["", "clip"])
+def test_bad_steps_leave_the_weights_and_training_goes_on(tmp_path, digits_root, clip):
     train_file = _subset(digits_root, tmp_path, 142)
     poison, recorder = Poison(loss_steps={3, 4}, grad_steps={8}), Recorder()
-    cli = _fit(tmp_path, digits_root, train_file, callbacks=[poison, recorder])
+    cli = _fit(tmp_path, digits_root, train_file, *clip, callbacks=[poison, recorder])
 
     assert cli.trainer.global_step == 20
     # the step counter moves on, the weights do not
@@ -87,3 +88,17 @@ def test_too_many_bad_steps_in_a_row_stop_the_run(tmp_path, digits_root):
     with pytest.raises(NonFiniteTrainingError, match=r"stopped at step 7: 3 optimizer steps"):
         _fit(tmp_path, digits_root, train_file, "--model.max_nonfinite_steps", "3",
              callbacks=[poison])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_guard_changes_nothing_when_every_step_is_finite(tmp_path, digits_root):
+    # with the guard on, clipping happens in our hook (one gradient norm for both)
+    train_file = _subset(digits_root, tmp_path, 142)
+    runs = []
+    for guard in ("0", "10"):
+        recorder = Recorder()
+        _fit(tmp_path / guard, digits_root, train_file, "--trainer.gradient_clip_val", "0.5",
+             "--model.max_nonfinite_steps", guard, callbacks=[recorder])  # fmt: skip
+        runs.append(recorder.losses)
+    assert len(runs[0]) == 20
+    torch.testing.assert_close(runs[1], runs[0], atol=1e-6, rtol=0)

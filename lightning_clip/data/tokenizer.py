@@ -44,7 +44,9 @@ class CaptionTokenizer:
 
     def token_ids(self, text: str) -> tuple[list[int], bool]:
         """One caption -> (ids of at most `context_length`, whether it was truncated)."""
-        ids = self.tokenizer(clean_caption(text))["input_ids"]
+        return self._fit(self.tokenizer(clean_caption(text))["input_ids"])
+
+    def _fit(self, ids: list[int]) -> tuple[list[int], bool]:
         if not ids or ids[-1] != self.end_token_id:
             ids = ids + [self.end_token_id]
 
@@ -60,9 +62,13 @@ class CaptionTokenizer:
     def with_truncation_count(self, texts: list[str]) -> tuple[Tensor, int]:
         """B captions -> (B, L) token ids and how many captions were cut to fit."""
         tokens = torch.full((len(texts), self.context_length), self.pad_token_id)
+        if not texts:
+            return tokens, 0
+        # one call for the batch: fast tokenizers work through it in native code
+        encoded = self.tokenizer([clean_caption(text) for text in texts])["input_ids"]
         truncated = 0
-        for row, text in enumerate(texts):
-            ids, cut = self.token_ids(text)
+        for row, ids in enumerate(encoded):
+            ids, cut = self._fit(ids)
             tokens[row, : len(ids)] = torch.tensor(ids)
             truncated += cut
         return tokens, truncated
