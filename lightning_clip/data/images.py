@@ -39,7 +39,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
 
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
@@ -51,7 +51,17 @@ def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
         # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse those as well
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(path)
-    with image:
-        image = ImageOps.exif_transpose(image)
+    try:
+        # a single-frame image releases its file once loaded
         image.load()
-        return _to_rgb(image)
+    except BaseException:
+        image.close()
+        raise
+    # in place: most photos need no turn, and then no copy is made either
+    ImageOps.exif_transpose(image, in_place=True)
+    rgb = _to_rgb(image)
+    if rgb is image and getattr(image, "n_frames", 1) > 1:
+        rgb = image.copy()  # a multi-frame file stays open: keep the first frame apart
+    if rgb is not image:
+        image.close()
+    return rgb

@@ -174,3 +174,13 @@ def test_decompression_bomb_sized_images_are_refused(side, tmp_path, monkeypatch
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # stands in for 89 million pixels
     with pytest.raises((Image.DecompressionBombError, Image.DecompressionBombWarning)):
         load_rgb(path)
+
+
+def test_first_frame_of_an_animation_is_read_and_the_file_released(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (6, 4), colour) for colour in ((250, 0, 0), (0, 0, 250))]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    image = load_rgb(path)
+    assert image.mode == "RGB" and image.getpixel((0, 0))[0] > 200
+    path.unlink()  # nothing holds the file any more
+    assert image.size == (6, 4)
