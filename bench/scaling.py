@@ -72,10 +72,6 @@ def _step(model: CLIPModel, trained, loss_fn, optimizer, batch: dict, mode: str,
 
 def _build(setup: Setup, text_dir: str, world: int, rank: int):
     model = our_model(setup, text_dir).to(setup.device)
-    # NOTE: mean pooling never reads BERT's pooler, and DDP (find_unused_parameters=False)
-    # fails on the second step when a trainable parameter got no gradient
-    for parameter in model.text_tower.backbone.model.pooler.parameters():
-        parameter.requires_grad_(False)
     trained = model
     if world > 1:
         device_ids = [rank] if setup.device == "cuda" else None

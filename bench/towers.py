@@ -19,10 +19,8 @@ from lightning_clip.models import CLIPModel, ImageTower, TextTower
 
 IMAGE_MODEL = "resnet18"
 TEXT_POOL = "mean"  # open_clip's default pooler for Hugging Face text towers
-# our parameter prefixes -> open_clip's, first match wins; BERT's pooler exists only on our
-# side (built although mean pooling never reads it), so it has no counterpart
+# our parameter prefixes -> open_clip's, first match wins
 OPEN_CLIP_NAMES = {
-    "text_tower.backbone.model.pooler.": None,
     "image_tower.backbone.model.": "visual.trunk.",
     "image_tower.head.weight": "visual.head.proj.weight",
     "text_tower.backbone.model.": "text.transformer.",
@@ -133,8 +131,7 @@ def _renamed(state_dict: dict) -> dict:
     for name, tensor in state_dict.items():
         for ours, theirs in OPEN_CLIP_NAMES.items():
             if name.startswith(ours):
-                if theirs is not None:
-                    renamed[theirs + name[len(ours) :]] = tensor
+                renamed[theirs + name[len(ours) :]] = tensor
                 break
     return renamed
 
