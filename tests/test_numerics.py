@@ -102,3 +102,15 @@ def test_the_guard_changes_nothing_when_every_step_is_finite(tmp_path, digits_ro
         runs.append(recorder.losses)
     assert len(runs[0]) == 20
     torch.testing.assert_close(runs[1], runs[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_adamw_runs_fused_unless_the_config_says_otherwise(tmp_path, digits_root):
+    train_file = _subset(digits_root, tmp_path, 142)
+    default = _fit(tmp_path / "default", digits_root, train_file, "--trainer.max_steps", "2")
+    assert default.trainer.optimizers[0].defaults["fused"] is True
+    chosen = _fit(tmp_path / "chosen", digits_root, train_file, "--trainer.max_steps", "2",
+                  "--model.optimizer", "torch.optim.AdamW", "--model.optimizer.fused", "false",
+                  "--model.optimizer.lr", "0.01")  # fmt: skip
+    optimizer = chosen.trainer.optimizers[0]
+    assert optimizer.defaults["fused"] is False and optimizer.defaults["lr"] == 0.01
