@@ -29,6 +29,18 @@ def _tiny_args(tmp_path: Path, digits_root: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _tiny_checkpoint(tmp_path: Path, digits_root: Path, train_batches: int) -> str:
+    """A one-epoch tiny run's checkpoint, for tests that evaluate or load one."""
+    cli = cli_main([
+        "fit", *_tiny_args(tmp_path, digits_root),
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", str(train_batches),
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+    ])  # fmt: skip
+    return cli.trainer.checkpoint_callback.best_model_path
+
+
 def _zeroshot_callback(digits_root: Path) -> list[str]:
     return [
         "--trainer.callbacks+=lightning_clip.callbacks.ZeroShotEval",

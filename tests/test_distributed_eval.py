@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lightning_clip.cli import cli_main
-from tests.test_cli import _tiny_args, _zeroshot_callback
+from tests.test_cli import _tiny_args, _tiny_checkpoint, _zeroshot_callback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,14 +75,7 @@ def _eval(checkpoint: str, sets: Path, devices: int, output: Path) -> dict[str, 
 
 @pytest.mark.slow
 def test_eval_script_gives_the_same_numbers_on_one_and_two_processes(tmp_path, digits_root):
-    fit = cli_main([
-        "fit", *_tiny_args(tmp_path, digits_root),
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "6",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
-    ])  # fmt: skip
-    checkpoint = fit.trainer.checkpoint_callback.best_model_path
+    checkpoint = _tiny_checkpoint(tmp_path, digits_root, train_batches=6)
     sets = tmp_path / "sets.yaml"
     sets.write_text(
         "zeroshot:\n"

@@ -10,20 +10,12 @@ from torch.testing import assert_close
 from lightning_clip.cli import cli_main
 from lightning_clip.export import export_encoders
 from lightning_clip.inference import load
-from tests.test_cli import _tiny_args
+from tests.test_cli import _tiny_args, _tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, digits_root) -> str:
-    tmp_path = tmp_path_factory.mktemp("run")
-    cli = cli_main([
-        "fit", *_tiny_args(tmp_path, digits_root),
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "3",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
-    ])  # fmt: skip
-    return cli.trainer.checkpoint_callback.best_model_path
+    return _tiny_checkpoint(tmp_path_factory.mktemp("run"), digits_root, train_batches=3)
 
 
 @pytest.fixture(scope="module")

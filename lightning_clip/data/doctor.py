@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from lightning_clip.data.records import ImageCaptions
+from lightning_clip.data.tokenizer import clean_caption
 
 EXAMPLES = 3
 
@@ -66,15 +67,13 @@ def scan_images(records: list[ImageCaptions], threads: int = 4) -> ImageReport:
 
 
 def caption_lengths(records: list[ImageCaptions], tokenizer) -> list[int]:
-    """Token count of every caption as the text tower's tokenizer sees it, before cutting."""
+    """Token count of every caption as the text tower sees it, before cutting to fit."""
     lengths = []
     for record in records:
         for caption in record.captions:
-            ids, _ = tokenizer.token_ids(caption)  # cut at context_length: measure uncut below
-            if len(ids) < tokenizer.context_length:
-                lengths.append(len(ids))
-            else:
-                lengths.append(len(tokenizer.tokenizer(caption)["input_ids"]))
+            ids = tokenizer.tokenizer(clean_caption(caption))["input_ids"]
+            # the tokenizer adds the end token when the model's tokenizer does not
+            lengths.append(len(ids) + int(not ids or ids[-1] != tokenizer.end_token_id))
     return lengths
 
 
