@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/data_pipeline.py
 
 Ours is the training loader of ImageTextDataModule (CSV reader, CaptionDataset,
-build_transform, CaptionTokenizer, collate_readable). The reference is a bare DataLoader:
+build_transform, CaptionCollate with CaptionTokenizer). The reference is a bare DataLoader:
 PIL decode, timm's `create_transform` with the same settings, and one batched tokenizer call
 per batch. Both shuffle, drop the last partial batch and keep their workers between epochs;
 a repetition is one full epoch, and repetitions alternate between the two.

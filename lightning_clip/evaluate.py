@@ -108,12 +108,12 @@ def evaluate_retrieval(
     every device then holds the whole gallery and returns the same numbers.
     """
     transform = build_transform(module.image_data_config, train=False)
-    dataset = CaptionDataset(records, transform, module.tokenizer, train=False)
+    dataset = CaptionDataset(records, transform, train=False)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=shard(range(len(dataset))),
-        collate_fn=collate_readable,
+        collate_fn=collate_readable,  # only the images are encoded here
     )
 
     local, local_skipped = {}, 0

@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from lightning_clip.data.datasets import BadSamplePolicy, CaptionDataset, collate_readable
+from lightning_clip.data.datasets import BadSamplePolicy, CaptionCollate, CaptionDataset
 from lightning_clip.data.formats.webdataset import WebDatasetLoader, build_webdataset_loader
 from lightning_clip.data.records import ImageCaptions, ReadReport
 from lightning_clip.data.sampling import ResumableLoader, ResumableSampler
@@ -244,10 +244,10 @@ class ImageTextDataModule(pl.LightningDataModule):
         )
         eval_transform = build_transform(self.image_data_config, train=False)
         self.train_dataset = CaptionDataset(
-            self.train_records, train_transform, self.tokenizer, train=True, on_bad_sample=policy
+            self.train_records, train_transform, train=True, on_bad_sample=policy
         )
         self.val_dataset = CaptionDataset(
-            self.val_records, eval_transform, self.tokenizer, train=False, on_bad_sample=policy
+            self.val_records, eval_transform, train=False, on_bad_sample=policy
         )
 
     @property
@@ -262,7 +262,7 @@ class ImageTextDataModule(pl.LightningDataModule):
     def _loader_options(self) -> dict[str, Any]:
         workers = self.hparams.num_workers
         return {
-            "collate_fn": collate_readable,
+            "collate_fn": CaptionCollate(self.tokenizer),
             "num_workers": workers,
             "pin_memory": self.hparams.pin_memory,
             "persistent_workers": self.hparams.persistent_workers and workers > 0,

@@ -3,7 +3,7 @@
 The `webdataset` library opens the shards (local paths, `pipe:` commands, the URLs its `gopen`
 knows; fsspec opens any other URL) and groups tar members into samples. This module decides
 which worker reads which shard, decodes each sample itself so that a broken one is skipped or
-reported on its own, and batches to the dict that `collate_readable` gives the map-style datasets.
+reported on its own, and batches with the same `CaptionCollate` as the map-style datasets.
 
 There is no mid-epoch resume: an epoch that was interrupted starts its stream again.
 """
@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen, gopen_schemes
 
-from lightning_clip.data.datasets import BadSamplePolicy, collate_readable
+from lightning_clip.data.datasets import BadSamplePolicy, CaptionCollate
 from lightning_clip.data.images import load_rgb
 from lightning_clip.data.sampling import sample_seed, seeded
 from lightning_clip.errors import BadImageError, InputError, require
@@ -99,7 +99,7 @@ class CaptionShards(IterableDataset):
     ):
         self.urls = urls
         self.transform = transform
-        self.tokenizer = tokenizer
+        self.collate = CaptionCollate(tokenizer)
         self.batch_size = batch_size
         self.world_size = world_size
         self.rank = rank
@@ -180,9 +180,9 @@ class CaptionShards(IterableDataset):
         return captions
 
     def _item(self, sample: dict) -> dict:
-        """One sample -> {"image": (3, H, W), "text": (L,), "index", "skipped": 0}.
+        """One sample -> {"image": (3, H, W), "caption": str, "index", "skipped": 0}.
 
-        A bad sample comes back as {"image": None, "skipped": 1} for `collate_readable` to drop.
+        A bad sample comes back as {"image": None, "skipped": 1} for the collate to drop.
         """
         url, key = sample["__url__"], sample["__key__"]
         where = f"shard {url}, sample {key!r}"
@@ -203,8 +203,7 @@ class CaptionShards(IterableDataset):
             return self._encode(image, caption, index)
 
     def _encode(self, image: Image.Image, caption: str, index: int) -> dict:
-        text = self.tokenizer([caption])[0]
-        return {"image": self.transform(image), "text": text, "index": index, "skipped": 0}
+        return {"image": self.transform(image), "caption": caption, "index": index, "skipped": 0}
 
     def _batches(self, items: Iterator[dict]) -> Iterator[dict]:
         """Batches of `batch_size` good items; the bad ones read meanwhile count in `skipped`.
@@ -218,7 +217,7 @@ class CaptionShards(IterableDataset):
             pending.append(item)
             good += item["image"] is not None
             if good == self.batch_size:
-                yield collate_readable(pending)
+                yield self.collate(pending)
                 pending, good = [], 0
             elif len(pending) - good > self.MAX_SKIPPED_PER_BATCH:
                 raise BadImageError(
@@ -226,7 +225,7 @@ class CaptionShards(IterableDataset):
                     "name their shards"
                 )
         if pending:
-            yield collate_readable(pending)
+            yield self.collate(pending)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
