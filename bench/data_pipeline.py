@@ -3,10 +3,12 @@
     PYTHONPATH=. .venv/bin/python bench/data_pipeline.py
 
 Ours is the training loader of ImageTextDataModule (CSV reader, CaptionDataset,
-build_transform, CaptionCollate with CaptionTokenizer). The reference is a bare DataLoader:
-PIL decode, timm's `create_transform` with the same settings, and one batched tokenizer call
-per batch. Both shuffle, drop the last partial batch and keep their workers between epochs;
-a repetition is one full epoch, and repetitions alternate between the two.
+build_transform, CaptionCollate with CaptionTokenizer), as configured by default, which
+decodes JPEGs smaller where no crop loses detail, and again with `shrink_jpeg_decode=False`
+("ours_full_decode"). The reference is a bare DataLoader: PIL decode at full size, timm's
+`create_transform` with the same settings, and one batched tokenizer call per batch. All
+shuffle, drop the last partial batch and keep their workers between epochs; a repetition is
+one full epoch, and the loaders take turns going first.
 """
 
 import argparse
@@ -75,6 +77,7 @@ def coco_datamodule(
     batch_size: int,
     workers: int,
     root: Path = COCO,
+    **options,
 ) -> ImageTextDataModule:
     """Our training data path over the shared COCO captions (copied `COPIES` times by link)."""
     if not (root / "captions.csv").is_file():
@@ -87,6 +90,7 @@ def coco_datamodule(
         num_workers=workers,
         tokenizer=tokenizer,
         image_data_config=image_data_config,
+        **options,
     )
 
 
@@ -163,26 +167,42 @@ def main() -> None:
     data_config = model.image_tower.data_config
     results, images_per_epoch = {}, 0
     for workers in args.workers:
-        datamodule = coco_datamodule(
-            workdir, caption_tokenizer, data_config, setup.batch_size, workers, args.root
-        )
-        datamodule.setup("fit")
-        loaders = {
-            "ours": datamodule.train_dataloader(),
-            "reference": reference_loader(datamodule, data_config, tokenizer, setup, workers),
+        datamodules = {
+            name: coco_datamodule(
+                workdir,
+                caption_tokenizer,
+                data_config,
+                setup.batch_size,
+                workers,
+                args.root,
+                shrink_jpeg_decode=shrink,
+            )  # fmt: skip
+            for name, shrink in (("ours", True), ("ours_full_decode", False))
         }
+        loaders = {}
+        for name, datamodule in datamodules.items():
+            datamodule.setup("fit")
+            loaders[name] = datamodule.train_dataloader()
+        loaders["reference"] = reference_loader(
+            datamodules["ours"], data_config, tokenizer, setup, workers
+        )
         images_per_epoch = len(loaders["ours"]) * setup.batch_size
         speeds = {name: [] for name in loaders}
+        names = list(loaders)
         for rep in range(args.reps + 1):  # repetition 0 starts the workers and warms caches
-            for name in list(loaders)[rep % 2 :] + list(loaders)[: rep % 2]:
+            first = rep % len(names)
+            for name in names[first:] + names[:first]:
                 speed = time_epoch(loaders[name])
                 if rep:
                     speeds[name].append(speed)
         results[f"workers_{workers}"] = {
             "images_per_second": {name: spread(values) for name, values in speeds.items()},
             "ours_over_reference": paired_ratios(speeds["ours"], speeds["reference"]),
+            "ours_full_decode_over_reference": paired_ratios(
+                speeds["ours_full_decode"], speeds["reference"]
+            ),
         }
-        del loaders, datamodule  # ends this setting's workers before the next starts
+        del loaders, datamodules  # ends this setting's workers before the next starts
 
     emit("data_pipeline", setup, {
         "reps": args.reps, "images_per_epoch": images_per_epoch,

@@ -16,7 +16,7 @@ from lightning_clip.data.records import ImageCaptions, ReadReport
 from lightning_clip.data.sampling import ResumableLoader, ResumableSampler
 from lightning_clip.data.sources import CaptionSource, read_source
 from lightning_clip.data.tokenizer import CaptionTokenizer
-from lightning_clip.data.transforms import build_transform
+from lightning_clip.data.transforms import CropShrink, build_transform, training_crop_shrink
 from lightning_clip.errors import InputError, MissingInputError, require
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class ImageTextDataModule(pl.LightningDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         hflip: float = 0.5,
         color_jitter: float = 0.0,
+        shrink_jpeg_decode: bool = True,
         seed: int | None = None,
         tokenizer: Any = None,
         image_data_config: dict[str, Any] | None = None,
@@ -90,6 +91,9 @@ class ImageTextDataModule(pl.LightningDataModule):
             crop_scale: Area range of the training random-resized crop.
             hflip: Probability of a horizontal flip in training (0 for text or digits).
             color_jitter: Strength of training colour jitter; 0 turns it off.
+            shrink_jpeg_decode: Decode training JPEGs at 1/2, 1/4 or 1/8 of their size
+                where even the smallest random crop still covers the model's input size
+                (faster, and no crop is ever enlarged). Validation decodes at full size.
             seed: Seed of the training order and of each sample's random augmentation;
                 by default the run's `seed_everything` value (0 without one). A resumed
                 run keeps the seed of the checkpoint.
@@ -244,11 +248,20 @@ class ImageTextDataModule(pl.LightningDataModule):
         )
         eval_transform = build_transform(self.image_data_config, train=False)
         self.train_dataset = CaptionDataset(
-            self.train_records, train_transform, train=True, on_bad_sample=policy
+            self.train_records,
+            train_transform,
+            train=True,
+            on_bad_sample=policy,
+            max_shrink=self._training_shrink(),
         )
         self.val_dataset = CaptionDataset(
             self.val_records, eval_transform, train=False, on_bad_sample=policy
         )
+
+    def _training_shrink(self) -> CropShrink | None:
+        if not self.hparams.shrink_jpeg_decode:
+            return None
+        return training_crop_shrink(self.image_data_config, tuple(self.hparams.crop_scale))
 
     @property
     def val_captions(self) -> tuple[list[str], list[int]]:
@@ -310,6 +323,7 @@ class ImageTextDataModule(pl.LightningDataModule):
             caption_key=source.caption_key or "txt",
             on_bad_sample=self.hparams.on_bad_sample,
             epoch_source=lambda: self.trainer.current_epoch if self.trainer else 0,
+            max_shrink=self.train_dataset.max_shrink,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -14,11 +14,12 @@ from lightning_clip.data.sampling import SeededIndex, seeded
 from lightning_clip.errors import BadImageError
 
 BadSamplePolicy = Literal["skip", "raise"]
+MaxShrink = Callable[[tuple[int, int]], float]
 
 
-def load_image_or_none(path: Path, policy: BadSamplePolicy):
+def load_image_or_none(path: Path, policy: BadSamplePolicy, max_shrink: MaxShrink | None = None):
     try:
-        return load_rgb(path)
+        return load_rgb(path, max_shrink)
     except Exception as error:  # PIL raises many types for broken files
         if policy == "raise":
             raise BadImageError(f"{path}: cannot read image: {error}") from error
@@ -47,11 +48,13 @@ class CaptionDataset(Dataset):
         transform: Callable,
         train: bool,
         on_bad_sample: BadSamplePolicy = "skip",
+        max_shrink: MaxShrink | None = None,
     ):
         self.records = records
         self.transform = transform
         self.train = train
         self.on_bad_sample = on_bad_sample
+        self.max_shrink = max_shrink  # lets JPEGs decode smaller (see `load_rgb`)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -79,14 +82,19 @@ class CaptionDataset(Dataset):
                 return self._load(index)
         return self._load(key)
 
+    def _read(self, index: int):
+        return load_image_or_none(
+            self.records[index].image_path, self.on_bad_sample, self.max_shrink
+        )
+
     def _load(self, index: int) -> dict:
-        image = load_image_or_none(self.records[index].image_path, self.on_bad_sample)
+        image = self._read(index)
         if image is not None or not self.train:
             return self._item(index, image, skipped=int(image is None))
 
         for attempt in range(1, self.MAX_ATTEMPTS + 1):
             index = torch.randint(len(self.records), (1,)).item()
-            image = load_image_or_none(self.records[index].image_path, self.on_bad_sample)
+            image = self._read(index)
             if image is not None:
                 return self._item(index, image, skipped=attempt)
         raise BadImageError(

@@ -36,14 +36,15 @@ def seeded(seed: int):
     The main process's own random streams (dropout, for instance) are left exactly as they
     were, so data loading never shifts them.
     """
-    python_state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
+    # what torch.random.fork_rng(devices=[]) does, without its checks on every sample
+    python_state, torch_state = random.getstate(), torch.default_generator.get_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        torch.default_generator.set_state(torch_state)
 
 
 def quotas(sizes: list[int], weights: list[float]) -> list[int]:

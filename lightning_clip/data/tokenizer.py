@@ -1,6 +1,7 @@
 """Caption cleaning and tokenisation to a fixed `context_length` that keeps the end token."""
 
 import html
+import re
 
 import ftfy
 import torch
@@ -9,10 +10,17 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_clip.errors import InputError
 
+# ASCII control characters that ftfy removes (vertical tab and separators too, which
+# str.split would take for whitespace)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
 
 def clean_caption(text: str) -> str:
     """Repair mojibake and HTML entities, then collapse runs of whitespace."""
-    text = ftfy.fix_text(text)
+    # most captions are plain ASCII, which needs none of ftfy's repairs unless it holds
+    # control characters or HTML entities (ftfy unescapes those once more than we do)
+    if not text.isascii() or "&" in text or _CONTROL.search(text):
+        text = ftfy.fix_text(text)
     # captions scraped from the web are often escaped twice (&amp;amp;)
     text = html.unescape(html.unescape(text))
     return " ".join(text.split())
@@ -61,14 +69,13 @@ class CaptionTokenizer:
 
     def with_truncation_count(self, texts: list[str]) -> tuple[Tensor, int]:
         """B captions -> (B, L) token ids and how many captions were cut to fit."""
-        tokens = torch.full((len(texts), self.context_length), self.pad_token_id)
         if not texts:
-            return tokens, 0
+            return torch.full((0, self.context_length), self.pad_token_id), 0
         # one call for the batch: fast tokenizers work through it in native code
         encoded = self.tokenizer([clean_caption(text) for text in texts])["input_ids"]
-        truncated = 0
-        for row, ids in enumerate(encoded):
+        rows, truncated = [], 0
+        for ids in encoded:
             ids, cut = self._fit(ids)
-            tokens[row, : len(ids)] = torch.tensor(ids)
+            rows.append(ids + [self.pad_token_id] * (self.context_length - len(ids)))
             truncated += cut
-        return tokens, truncated
+        return torch.tensor(rows), truncated

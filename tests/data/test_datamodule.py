@@ -8,6 +8,7 @@ from torch.testing import assert_close
 
 from lightning_clip.data.datamodule import ImageTextDataModule, split_by_image
 from lightning_clip.data.records import ImageCaptions
+from lightning_clip.data.transforms import CropShrink
 from tests.data.conftest import CONTEXT_LENGTH
 
 IMAGE_CONFIG = {
@@ -119,6 +120,20 @@ def test_datamodule_split_is_by_image_and_reproducible(tmp_path, caption_tokeniz
     assert [r.image_path for r in again.val_records] == [r.image_path for r in first.val_records]
     # both captions of an image travel with it
     assert all(len(record.captions) == 2 for record in first.val_records)
+
+
+@pytest.mark.parametrize("shrink_jpeg_decode", [True, False])
+def test_only_training_jpegs_may_decode_smaller(tmp_path, caption_tokenizer, shrink_jpeg_decode):
+    table = write_table(tmp_path / "train.csv", two_captions_each(make_images(tmp_path, 10)))
+    datamodule = make_datamodule(
+        table, caption_tokenizer, crop_scale=(0.25, 1.0), shrink_jpeg_decode=shrink_jpeg_decode
+    )
+
+    datamodule.setup("fit")
+
+    expected = CropShrink((32, 32), min_scale=0.25) if shrink_jpeg_decode else None
+    assert datamodule.train_dataset.max_shrink == expected
+    assert datamodule.val_dataset.max_shrink is None
 
 
 def test_missing_image_is_skipped_with_a_warning_giving_the_count(tmp_path, caption_tokenizer):

@@ -1,8 +1,12 @@
+import html
 import string
 from pathlib import Path
 
+import ftfy
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer, BertTokenizerFast
 
 from lightning_clip.data.tokenizer import CaptionTokenizer, clean_caption
@@ -152,3 +156,12 @@ def test_truncated_captions_are_counted_per_batch(char_tokenizer):
     tokens, truncated = tokenizer.with_truncation_count(["abc", "abcd", "ab", "abcdef"])
     assert truncated == 2  # "abcd" and "abcdef" need more than 5 ids
     assert torch.equal(tokens, tokenizer(["abc", "abcd", "ab", "abcdef"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_captions_clean_as_if_ftfy_had_fixed_them(text):
+    # ASCII skips ftfy when it cannot change anything: the result must be the same
+    fixed = html.unescape(html.unescape(ftfy.fix_text(text)))
+
+    assert clean_caption(text) == " ".join(fixed.split())

@@ -19,7 +19,7 @@ from lightning_clip.data.formats.webdataset import (
 )
 from lightning_clip.data.images import load_rgb
 from lightning_clip.data.tokenizer import CaptionTokenizer
-from lightning_clip.data.transforms import build_transform
+from lightning_clip.data.transforms import CropShrink, build_transform
 from lightning_clip.errors import BadImageError, InputError
 from tests.conftest import shared_data
 from tests.data.test_datamodule import IMAGE_CONFIG
@@ -127,6 +127,24 @@ def test_pipe_commands_read_the_same_samples_as_paths(coco_shards, long_tokenize
     texts = torch.cat([batch["text"] for batch in batches])
     expected = long_tokenizer([records[index]["captions"][0] for index in ids])
     assert_close(texts, expected)
+
+
+@pytest.mark.data
+def test_shards_decode_jpegs_as_small_as_the_shrink_allows(coco_shards, long_tokenizer):
+    shrink = CropShrink((32, 32), min_scale=0.08)
+    loader = build_webdataset_loader(
+        coco_shards.pattern, EVAL_TRANSFORM, long_tokenizer, batch_size=16, train=False,
+        max_shrink=shrink,
+    )  # fmt: skip
+    records = coco_shards.records_by_id()
+
+    changed = 0
+    for batch in loader:
+        for image, index in zip(batch["image"], batch["index"].tolist(), strict=True):
+            path = coco_shards.root / records[index]["file"]
+            assert_close(image, EVAL_TRANSFORM(load_rgb(path, shrink)))
+            changed += not torch.equal(image, EVAL_TRANSFORM(load_rgb(path)))
+    assert changed >= len(records) // 2  # 640 px photos decode at 1/4 for 32 px crops
 
 
 def test_brace_patterns_and_lists_of_them_expand_in_order():

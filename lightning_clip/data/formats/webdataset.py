@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen, gopen_schemes
 
-from lightning_clip.data.datasets import BadSamplePolicy, CaptionCollate
+from lightning_clip.data.datasets import BadSamplePolicy, CaptionCollate, MaxShrink
 from lightning_clip.data.images import load_rgb
 from lightning_clip.data.sampling import sample_seed, seeded
 from lightning_clip.errors import BadImageError, InputError, require
@@ -58,8 +58,8 @@ def _tar_samples(urls: list[str]) -> Iterator[dict]:
     return wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander(streams))
 
 
-def _decode_image(data: bytes) -> Image.Image:
-    return load_rgb(io.BytesIO(data))
+def _decode_image(data: bytes, max_shrink: MaxShrink | None) -> Image.Image:
+    return load_rgb(io.BytesIO(data), max_shrink)
 
 
 def _json_captions(text: str) -> list:
@@ -96,10 +96,12 @@ class CaptionShards(IterableDataset):
         caption_key: str,
         on_bad_sample: BadSamplePolicy,
         train: bool,
+        max_shrink: MaxShrink | None,
     ):
         self.urls = urls
         self.transform = transform
         self.collate = CaptionCollate(tokenizer)
+        self.max_shrink = max_shrink
         self.batch_size = batch_size
         self.world_size = world_size
         self.rank = rank
@@ -159,7 +161,7 @@ class CaptionShards(IterableDataset):
         if extension is None:
             raise InputError(f"{where}: no image (looked for {list(self.image_extensions)})")
         try:
-            return _decode_image(sample[extension])
+            return _decode_image(sample[extension], self.max_shrink)
         except Exception as error:  # PIL raises many types for broken files
             raise BadImageError(f"{where}: cannot decode the {extension} image: {error}") from error
 
@@ -303,6 +305,7 @@ def build_webdataset_loader(
     on_bad_sample: BadSamplePolicy = "skip",
     train: bool = True,
     epoch_source: Callable[[], int] | None = None,
+    max_shrink: MaxShrink | None = None,
 ) -> WebDatasetLoader:
     """A loader of {"image": (B, 3, H, W), "text": (B, L), "index": (B,), "skipped": ()}.
 
@@ -328,6 +331,7 @@ def build_webdataset_loader(
             counts it in "skipped"; "raise" stops on it. Both name the shard and the key.
         epoch_source: called at every `iter`, e.g. the trainer's current epoch, so each epoch
             shuffles differently without anyone calling `set_epoch`.
+        max_shrink: lets JPEGs decode smaller, as in `load_rgb`.
     """
     shard_urls = expand_urls(urls)
     require(len(shard_urls) > 0, "urls", urls, "at least one shard")
@@ -353,6 +357,6 @@ def build_webdataset_loader(
 
     shards = CaptionShards(
         shard_urls, transform, tokenizer, batch_size, world_size, rank, seed, resampled,
-        shuffle_buffer, image_extensions, caption_key, on_bad_sample, train,
+        shuffle_buffer, image_extensions, caption_key, on_bad_sample, train, max_shrink,
     )  # fmt: skip
     return WebDatasetLoader(shards, num_workers, batches_per_epoch, epoch_source)
