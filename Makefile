@@ -38,7 +38,7 @@ test-quick: $(STAMP)
 # Speed and memory measurements; rewrites the results in bench/README.md (~30 min on 2 cores).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-	PYTHONPATH=. $(PY) bench/run_all.py
+	PYTHONPATH=. $(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

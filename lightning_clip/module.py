@@ -259,11 +259,12 @@ class CLIPLitModule(pl.LightningModule):
 
         batch_size = batch["image"].shape[0]
         self.log(metrics.TRAIN_LOSS, loss, batch_size=batch_size, prog_bar=True)
-        self.log(metrics.TRAIN_LOGIT_SCALE, self.model.scale(), batch_size=batch_size)
-        if self.model.logit_bias is not None:
-            self.log(metrics.TRAIN_LOGIT_BIAS, self.model.logit_bias, batch_size=batch_size)
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
+        if metrics.step_is_written(self.trainer):
+            self.log(metrics.TRAIN_LOGIT_SCALE, self.model.scale(), batch_size=batch_size)
+            if self.model.logit_bias is not None:
+                self.log(metrics.TRAIN_LOGIT_BIAS, self.model.logit_bias, batch_size=batch_size)
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log(metrics.TRAIN_LR, lr, batch_size=batch_size)
         for key, name in [
             (metrics.TRAIN_SKIPPED, "skipped"),
             (metrics.TRAIN_TRUNCATED, "truncated"),

@@ -1,9 +1,15 @@
+import csv
 import math
+from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
+from lightning_clip import metrics
+from lightning_clip.callbacks import Throughput
 from lightning_clip.module import CLIPLitModule, parameter_groups
 
 
@@ -111,3 +117,31 @@ def test_encode_captions_cuts_padding_without_changing_features(tiny_module):
     with torch.no_grad():
         full = tiny_module.model.encode_text(tiny_module.tokenizer(captions))
     torch.testing.assert_close(tiny_module.encode_captions(captions, 2), full, atol=1e-5, rtol=0)
+
+
+def test_step_values_are_written_every_log_every_n_steps_and_only_then(tmp_path, tiny_module):
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        {"image": torch.randn(4, 3, 32, 32, generator=generator),
+         "text": torch.randint(5, 77, (4, 8), generator=generator)}
+        for _ in range(5)
+    ]  # fmt: skip
+    trainer = pl.Trainer(
+        max_steps=5, log_every_n_steps=2, logger=CSVLogger(tmp_path), callbacks=[Throughput()],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(tiny_module.train(), torch.utils.data.DataLoader(batches, batch_size=None))
+
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    keys = [
+        metrics.TRAIN_LOSS, metrics.TRAIN_LOGIT_SCALE, metrics.TRAIN_LR,
+        metrics.TRAIN_SAMPLES_PER_SECOND, metrics.TRAIN_DATA_WAIT,
+    ]  # fmt: skip
+    for key in keys:
+        assert [int(row["step"]) for row in rows if row.get(key)] == [1, 3], key
+    # the values are those of the written step, not of a step the log skipped
+    lr_of_step = {
+        int(row["step"]): float(row[metrics.TRAIN_LR]) for row in rows if row.get(metrics.TRAIN_LR)
+    }
+    assert lr_of_step[3] > lr_of_step[1]  # still warming up

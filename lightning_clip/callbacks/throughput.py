@@ -8,7 +8,10 @@ from lightning_clip import metrics
 
 
 class Throughput(Callback):
-    """Logs samples/s over the whole step and the seconds the step waited for its batch."""
+    """Logs samples/s over the whole step and the seconds the step waited for its batch.
+
+    Both are of the steps the loggers write (every `log_every_n_steps`), not averages.
+    """
 
     def __init__(self):
         super().__init__()
@@ -28,5 +31,6 @@ class Throughput(Callback):
         step_seconds = max(end - self._last_end, 1e-9)
         data_wait = self._start - self._last_end
         self._last_end = end
-        pl_module.log(metrics.TRAIN_SAMPLES_PER_SECOND, batch_size / step_seconds, batch_size=1)
-        pl_module.log(metrics.TRAIN_DATA_WAIT, data_wait, batch_size=1)
+        if metrics.step_is_written(trainer):
+            pl_module.log(metrics.TRAIN_SAMPLES_PER_SECOND, batch_size / step_seconds, batch_size=1)
+            pl_module.log(metrics.TRAIN_DATA_WAIT, data_wait, batch_size=1)
