@@ -105,6 +105,7 @@ class ImageTower(Tower):
         layer_decay: float | None = None,
         lora: LoraSettings | None = None,
         grad_checkpointing: bool = False,
+        channels_last: bool = False,
     ):
         """
         Args:
@@ -129,6 +130,10 @@ class ImageTower(Tower):
                 stay fixed and only the adapters (and the head) learn.
             grad_checkpointing: Recompute the backbone's activations in the backward pass
                 instead of storing them: less memory for about a third more compute.
+            channels_last: Keep the backbone's weights and its input in channels-last
+                layout, which convolutions run faster in on tensor-core GPUs and, for
+                depthwise convolutions (EfficientNet, MobileNet), on CPUs as well. Results
+                are the same; vision transformers gain nothing from it.
         """
         super().__init__()
         self.backbone = TimmImageBackbone(
@@ -140,6 +145,9 @@ class ImageTower(Tower):
         )
         if grad_checkpointing:
             self.backbone.set_grad_checkpointing(True)
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -148,6 +156,8 @@ class ImageTower(Tower):
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, E), not yet normalised."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(images))
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 from torch.testing import assert_close
 
 from lightning_clip.module import CLIPLitModule
@@ -49,3 +50,23 @@ def test_compile_flag_compiles_both_towers_in_place(make_image_tower, make_text_
     assert module.model.text_tower._compiled_call_impl is not None
     # in-place compilation keeps the checkpoint keys
     assert not any("_orig_mod" in key for key in module.state_dict())
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenetv3_small_050"])
+def test_channels_last_gives_the_same_features_and_gradients(model_name, make_image_tower):
+    inputs = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    towers = [
+        make_image_tower(model_name=model_name, model_kwargs={}, channels_last=layout).eval()
+        for layout in (False, True)
+    ]  # eval: batch statistics of a tiny batch would magnify rounding differences
+
+    convolution = next(m for m in towers[1].backbone.modules() if isinstance(m, nn.Conv2d))
+    assert convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not convolution.weight.is_contiguous()
+    features = []
+    for tower in towers:
+        features.append(tower(inputs))
+        features[-1].square().sum().backward()
+    assert_close(features[1], features[0], atol=1e-5, rtol=1e-4)
+    for (name, plain), (_, last) in zip(*(t.named_parameters() for t in towers), strict=True):
+        assert_close(last.grad, plain.grad, atol=1e-5, rtol=1e-4, msg=name)
