@@ -8,13 +8,12 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from lightning_clip.data.images import load_rgb
+from lightning_clip.data.images import MaxShrink, load_rgb
 from lightning_clip.data.records import ImageCaptions
 from lightning_clip.data.sampling import SeededIndex, seeded
 from lightning_clip.errors import BadImageError
 
 BadSamplePolicy = Literal["skip", "raise"]
-MaxShrink = Callable[[tuple[int, int]], float]
 
 
 def load_image_or_none(path: Path, policy: BadSamplePolicy, max_shrink: MaxShrink | None = None):

@@ -8,6 +8,9 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
+# (width, height) -> how many times smaller than stored a picture may be decoded
+MaxShrink = Callable[[tuple[int, int]], float]
+
 
 def _high_depth_to_8_bit(image: Image.Image) -> np.ndarray:
     """16-bit, 32-bit integer and float greyscale -> uint8, keeping absolute brightness."""
@@ -56,12 +59,12 @@ def _decode_smaller(image: Image.Image, max_shrink: float) -> None:
 
 def load_rgb(
     path: str | Path | BinaryIO,
-    max_shrink: Callable[[tuple[int, int]], float] | None = None,
+    max_shrink: MaxShrink | None = None,
 ) -> Image.Image:
     """Open `path` (or a binary file object), apply its EXIF orientation, return RGB.
 
-    With `max_shrink` ((width, height) -> how many times smaller the picture may come back,
-    such as a `CropShrink`), a JPEG may be decoded at a fraction of its stored size.
+    With `max_shrink` (such as a `CropShrink`), a JPEG may be decoded at a fraction of its
+    stored size.
     Raises on files that are not images, are cut short, or are decompression-bomb sized.
     """
     with warnings.catch_warnings():

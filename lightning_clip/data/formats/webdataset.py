@@ -23,8 +23,8 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen, gopen_schemes
 
-from lightning_clip.data.datasets import BadSamplePolicy, CaptionCollate, MaxShrink
-from lightning_clip.data.images import load_rgb
+from lightning_clip.data.datasets import BadSamplePolicy, CaptionCollate
+from lightning_clip.data.images import MaxShrink, load_rgb
 from lightning_clip.data.sampling import sample_seed, seeded
 from lightning_clip.errors import BadImageError, InputError, require
 
