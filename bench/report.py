@@ -82,15 +82,11 @@ def _data_pipeline(record: dict) -> list[str]:
     for key, value in record.items():
         if not key.startswith("workers_"):
             continue
-        speed, ratio = value["images_per_second"], value["ours_over_reference"]
-        full = value.get("ours_full_decode_over_reference")
-        lines.append(
-            f"| {key.removeprefix('workers_')} | {_range(speed['ours'])} | "
-            + (f"{_range(speed['ours_full_decode'])} | " if full else "- | ")
-            + f"{_range(speed['reference'])} | {_range(ratio, 3)}: "
-            f"{_verdict(ratio['median'], target)} | "
-            + (f"{_range(full, 3)}: {_verdict(full['median'], target)} |" if full else "- |")
-        )
+        speed = value["images_per_second"]
+        ratios = [value["ours_over_reference"], value["ours_full_decode_over_reference"]]
+        cells = [_range(speed[name]) for name in ("ours", "ours_full_decode", "reference")]
+        cells += [f"{_range(ratio, 3)}: {_verdict(ratio['median'], target)}" for ratio in ratios]
+        lines.append(f"| {key.removeprefix('workers_')} | " + " | ".join(cells) + " |")
     return lines
 
 

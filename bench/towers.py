@@ -6,16 +6,15 @@ any image size); the text tower a small BERT, mean-pooled, with a linear project
 """
 
 import importlib.util
-import string
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, BertConfig, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, BertConfig
 
 from bench.common import Setup
 from lightning_clip.models import CLIPModel, ImageTower, TextTower
+from tests.conftest import character_tokenizer  # the tests' vocabulary, when no model ships one
 
 IMAGE_MODEL = "resnet18"
 TEXT_POOL = "mean"  # open_clip's default pooler for Hugging Face text towers
@@ -35,24 +34,6 @@ def _package_vocabulary() -> str | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-
-
-def _character_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level WordPiece tokenizer, as tests/conftest.py builds it."""
-    characters = string.ascii_lowercase + string.digits
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab += list(characters) + [f"##{c}" for c in characters]
-    ids = {token: index for index, token in enumerate(vocab)}
-    backend = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", continuing_subword_prefix="##"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-    )  # fmt: skip
 
 
 def text_config(setup: Setup) -> dict:
@@ -75,7 +56,7 @@ def write_text_dir(setup: Setup, directory: Path) -> str:
     if source is not None:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     else:
-        tokenizer = _character_tokenizer()
+        tokenizer = character_tokenizer()
     tokenizer.save_pretrained(directory)
     config = BertConfig(vocab_size=len(tokenizer), **text_config(setup))
     config.save_pretrained(directory)

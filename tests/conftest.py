@@ -34,9 +34,8 @@ def shared_data(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory) -> str:
-    """A character-level WordPiece tokenizer (77 tokens) saved in Hugging Face layout."""
+def character_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level WordPiece tokenizer (77 tokens): no download, real BERT behaviour."""
     characters = string.ascii_lowercase + string.digits
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab += list(characters) + [f"##{c}" for c in characters]
@@ -48,7 +47,7 @@ def tokenizer_dir(tmp_path_factory) -> str:
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
     )
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -56,8 +55,13 @@ def tokenizer_dir(tmp_path_factory) -> str:
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> str:
+    """`character_tokenizer` saved in Hugging Face layout."""
     directory = tmp_path_factory.mktemp("tokenizer")
-    tokenizer.save_pretrained(directory)
+    character_tokenizer().save_pretrained(directory)
     return str(directory)
 
 
